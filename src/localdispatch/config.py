@@ -1,0 +1,350 @@
+"""dispatch_config.json: the model of every key, loading with friendly errors, and the schema.
+
+Every key has a default, so ``{}`` is a valid file. Unknown keys are refused with the closest
+valid name, wrong types name the key, the value and what was expected, and invalid JSON names
+the line and column. Names follow the original Path-B dispatcher so its files keep working
+(``worktree_prefix`` and ``worktree_placement`` included).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+CONFIG_FILENAME = "dispatch_config.json"
+SCHEMA_FILENAME = "dispatch_config.schema.json"
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+LAUNCHERS = ("split_task.py", "dispatch_workers.py", "ingest_suggested_tasks.py")
+
+
+def default_ollama_host() -> str:
+    """``$OLLAMA_HOST`` as Ollama itself reads it (``host``, ``host:port`` or a URL)."""
+    raw = os.environ.get("OLLAMA_HOST", "").strip()
+    return normalize_host(raw) if raw else DEFAULT_OLLAMA_HOST
+
+
+def normalize_host(raw: str) -> str:
+    host = raw.strip().rstrip("/")
+    if "://" not in host:
+        host = "http://" + host
+    scheme, rest = host.split("://", 1)
+    if ":" not in rest.rsplit("]", 1)[-1]:
+        rest += ":11434"
+    # 0.0.0.0 is where a server listens, never where a client should connect.
+    rest = rest.replace("0.0.0.0", "127.0.0.1")
+    return f"{scheme}://{rest}"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class OllamaConfig(_Section):
+    host: str = Field(
+        default_factory=default_ollama_host,
+        description="Ollama server for the splitter; defaults to $OLLAMA_HOST or "
+        "http://127.0.0.1:11434.",
+    )
+    model: str = Field("qwen2.5-coder:7b", description="Model the splitter asks.")
+    timeout_secs: float = Field(120, gt=0, description="Timeout of one request to the model.")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return normalize_host(value)
+
+
+class SplitConfig(_Section):
+    max_subtasks: int = Field(10, ge=1, le=50, description="Most child tasks one split may make.")
+    min_subtasks: int = Field(3, ge=1, le=50, description="Fewest child tasks one split may make.")
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Requests to the model before a split is given up."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SplitConfig:
+        if self.min_subtasks > self.max_subtasks:
+            raise ValueError(
+                f"split.min_subtasks ({self.min_subtasks}) is larger than "
+                f"split.max_subtasks ({self.max_subtasks})"
+            )
+        return self
+
+
+class Config(_Section):
+    """Every key of dispatch_config.json, with its default."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        validate_default=True,
+        populate_by_name=True,
+        title="localdispatch configuration (dispatch_config.json)",
+    )
+
+    schema_ref: str | None = Field(
+        None, alias="$schema", description="Path or URL of this file's JSON Schema, for editors."
+    )
+    repo_root: str = Field(".", description="The repository to work on, relative to this file.")
+    branch: str = Field("main", min_length=1, description="Base branch that work is merged into.")
+    num_workers: int = Field(2, ge=1, le=64, description="Workers that run at once.")
+    worker_backend: Literal["aider", "command"] = Field(
+        "aider", description='"aider", or "command" to run `worker_command`.'
+    )
+    model: str = Field("ollama_chat/qwen2.5-coder:7b", description="Model passed to Aider.")
+    aider_cmd: str = Field("aider", description="The Aider executable: a name on PATH or a path.")
+    worker_command: list[str] | None = Field(
+        None,
+        description='Worker argv for worker_backend "command"; placeholders {task_file}, '
+        "{model}, {worktree}, {task_id}, {files}. Never run through a shell.",
+    )
+    worker_timeout_secs: float = Field(
+        1800, ge=0, description="Wall-clock limit per worker attempt; 0 means none."
+    )
+    max_worker_retries: int = Field(
+        2, ge=0, description="Attempts after the first before a task is marked failed."
+    )
+    auto_merge_worktrees: bool = Field(True, description="Merge finished work into `branch`.")
+    merge_slot: bool = Field(True, description="Serialize merges with a file lock.")
+    create_task_on_merge_conflict: bool = Field(True, description="A conflict becomes a task.")
+    auto_retry_merge_on_conflict_close: bool = Field(
+        True, description="Retry the merge when its conflict task is closed."
+    )
+    on_conflict: Literal["assign_back", "auto_rebase"] = Field(
+        "assign_back", description='"assign_back", or "auto_rebase" to try a rebase first.'
+    )
+    test_command: list[str] | str | None = Field(
+        None, description="Run in the merged result before `branch` moves; failure blocks it."
+    )
+    test_timeout_secs: float = Field(
+        600, gt=0, description="Limit for one run of test_command; a timeout blocks the merge."
+    )
+    protected_paths: list[str] | None = Field(
+        None,
+        description="Glob patterns; a branch that changes one is not merged. Default: this "
+        "config, the launchers and the state files.",
+    )
+    delete_merged_branches: bool = Field(True, description="Delete a task branch once merged.")
+    poll_interval_secs: float = Field(0.5, gt=0, le=60, description="Supervisor tick.")
+    worktree_dir: str = Field(
+        ".dispatch/worktrees", description="Where worker worktrees live, relative to repo_root."
+    )
+    worktree_prefix: str = Field(
+        "w", min_length=1, description="Name prefix of worker worktrees (Path-B key)."
+    )
+    worktree_placement: Literal["inside", "sibling"] | None = Field(
+        None,
+        description='Path-B key: "sibling" puts worktrees beside the repository; "inside" '
+        "(or unset) uses worktree_dir.",
+    )
+    store: Literal["json", "beads"] = Field(
+        "json", description='"json" (task_queue.json) or "beads" (the bd CLI).'
+    )
+    task_queue_file: str = Field("task_queue.json", description="The JSON task store.")
+    suggested_tasks_file: str = Field("suggested_tasks.txt", description="Follow-up ideas.")
+    ollama: OllamaConfig = Field(default_factory=OllamaConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    # Where the file was read from; relative paths resolve against its folder.
+    _source: Path | None = None
+    _base_dir: Path = Path()
+
+    @model_validator(mode="after")
+    def _command_backend_needs_argv(self) -> Config:
+        if self.worker_backend == "command" and not self.worker_command:
+            raise ValueError('worker_backend "command" needs worker_command (an argv list)')
+        return self
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def source(self) -> Path | None:
+        """The file this config was read from, or None for built-in defaults."""
+        return self._source
+
+    @property
+    def repo_path(self) -> Path:
+        return (self._base_dir / self.repo_root).resolve()
+
+    def test_argv(self) -> list[str] | None:
+        """test_command as an argv list; a string is split the way the platform's shell would."""
+        if self.test_command is None:
+            return None
+        if isinstance(self.test_command, list):
+            return list(self.test_command)
+        return split_command_string(self.test_command)
+
+
+def split_command_string(text: str) -> list[str]:
+    """Split a command string into argv without ever handing it to a shell."""
+    if os.name == "nt":
+        # POSIX rules would eat the backslashes of Windows paths.
+        return [part.strip('"') for part in shlex.split(text, posix=False)]
+    return shlex.split(text)
+
+
+def find_config(start: Path) -> Path | None:
+    """dispatch_config.json in ``start`` or the nearest folder above it, as git finds .git."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:
+    """Load ``path``, or the nearest dispatch_config.json, or the defaults if there is none.
+
+    An explicit ``path`` that does not exist is an error; a missing file found by search
+    means "use the defaults with the current folder as the repository".
+    """
+    cwd = cwd or Path.cwd()
+    if path is None:
+        path = find_config(cwd)
+        if path is None:
+            config = Config()
+            config._base_dir = cwd.resolve()
+            return config
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"Config file {path} does not exist.",
+            hint="Create it (`{}` is a valid config) or pass --config with the right path.",
+            path=path,
+        )
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read {path}: {exc}.", path=path) from exc
+    config = parse_config(text, source=path)
+    config._source = path.resolve()
+    config._base_dir = path.resolve().parent
+    return config
+
+
+def parse_config(text: str, *, source: Path | str = CONFIG_FILENAME) -> Config:
+    """Validate config text; every problem becomes one ConfigError naming the key."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.",
+            hint="Fix the syntax there (a missing comma or quote, or a trailing comma).",
+            path=source,
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: the top level must be a JSON object ({{...}}), not {type(data).__name__}.",
+            path=source,
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _friendly(exc, data, text, source) from None
+
+
+def _friendly(
+    exc: ValidationError, data: dict[str, Any], text: str, source: Path | str
+) -> ConfigError:
+    problems = [_describe(err, data, text) for err in exc.errors()]
+    first_key = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else None
+    message = f"{source}: " + "; ".join(problems[:5])
+    if len(problems) > 5:
+        message += f"; and {len(problems) - 5} more problems"
+    if not message.endswith(("?", ".")):
+        message += "."
+    return ConfigError(message, path=source, key=first_key)
+
+
+def _describe(err: Any, data: dict[str, Any], text: str) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    where = _line_of(text, loc[-1]) if loc else ""
+    if err["type"] == "extra_forbidden":
+        section = _section_model(loc[:-1])
+        valid = sorted(_field_names(section))
+        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean '{'.'.join([*loc[:-1], close[0]])}'?"
+            if close
+            else ("valid keys are " + ", ".join(valid))
+        )
+        return f"unknown key '{key}'{where}; {hint}"
+    if not loc or err["type"] == "value_error":
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        return f"{key}: {reason}" if key and key not in reason else reason
+    value = err.get("input")
+    expected = _expected(err)
+    return f"key '{key}'{where} has value {json.dumps(value, default=str)}; expected {expected}"
+
+
+def _expected(err: Any) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    simple = {
+        "int_type": "an integer",
+        "int_parsing": "an integer",
+        "int_from_float": "an integer",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+        "model_type": "an object ({...})",
+        "dict_type": "an object ({...})",
+    }
+    if kind in simple:
+        return simple[kind]
+    if kind == "literal_error":
+        return f"one of {ctx.get('expected')}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        return str(err["msg"]).lower().replace("input should be ", "a number ")
+    if kind == "string_too_short":
+        return "a non-empty string"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _line_of(text: str, key: str) -> str:
+    needle = json.dumps(key)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return f" (line {number})"
+    return ""
+
+
+def _section_model(path: list[str]) -> type[BaseModel]:
+    model: type[BaseModel] = Config
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return model
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of dispatch_config.json, as committed in dispatch_config.schema.json."""
+    schema = Config.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    # Dynamic defaults must not leak the machine that generated the schema.
+    ollama = schema.get("$defs", {}).get("OllamaConfig", {}).get("properties", {})
+    if "host" in ollama:
+        ollama["host"].pop("default", None)
+    return schema
+
+
+def schema_text() -> str:
+    return json.dumps(config_schema(), indent=2, ensure_ascii=False) + "\n"

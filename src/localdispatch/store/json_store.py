@@ -1,0 +1,290 @@
+"""The default task store: one JSON file (task_queue.json) shared by many processes.
+
+Every read-modify-write runs under a ``filelock`` lock and writes a temporary file in the same
+folder that is then moved over the old one with ``os.replace``, so a crash at any instant leaves
+either the old or the new file, and a reader never sees half a file. A file that cannot be read
+or parsed is reported and left exactly as it is: it is never "reset" to an empty queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ..errors import LockBusy, StoreError
+from ..tasks import Task, normalize_status
+from . import base
+from .base import TaskDraft
+
+FORMAT_VERSION = 1
+ID_PREFIX = "t-"
+_TASKS = TypeAdapter(list[Task])
+
+
+class _Document(BaseModel):
+    """The file's shape, so pydantic's fast serializer writes it in one call."""
+
+    version: int
+    next_id: int
+    tasks: list[Task]
+
+
+@dataclass
+class _Board:
+    """The parsed file: what a transaction reads and, if it changed anything, writes."""
+
+    next_id: int
+    tasks: list[Task]
+    upgraded_from_legacy: bool = False
+    changed: bool = field(default=False)
+
+    def new_id(self) -> str:
+        task_id = f"{ID_PREFIX}{self.next_id}"
+        self.next_id += 1
+        return task_id
+
+
+class JsonStore:
+    """TaskStore on a JSON file. ``lock_path`` defaults to the file's name plus ``.lock``."""
+
+    def __init__(self, path: Path, lock_path: Path | None = None, lock_timeout: float = 60) -> None:
+        self.path = Path(path)
+        default_lock = self.path.with_name(self.path.name + ".lock")
+        self.lock_path = Path(lock_path) if lock_path else default_lock
+        self.lock_timeout = lock_timeout
+        # Parsing 10,000 tasks costs tens of milliseconds; reading the bytes costs one. The
+        # cache maps the exact bytes last seen to their parse, so it can never be stale.
+        self._cache_bytes: bytes | None = None
+        self._cache_board: tuple[int, list[Task]] | None = None
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    # -- reading ---------------------------------------------------------------------------
+    def all(self) -> list[Task]:
+        return self._read().tasks
+
+    def get(self, task_id: str) -> Task:
+        return base.find(self.all(), task_id, self.location)
+
+    # -- writing ---------------------------------------------------------------------------
+    def add(self, draft: TaskDraft) -> Task:
+        return self.add_many([draft])[0]
+
+    def add_many(self, drafts: Sequence[TaskDraft]) -> list[Task]:
+        with self._transaction() as board:
+            ids = [board.new_id() for _ in drafts]
+            known = {task.id for task in board.tasks} | set(ids)
+            created = [
+                base.build_task(task_id, draft, known, self.location)
+                for task_id, draft in zip(ids, base.resolve_refs(drafts, ids), strict=True)
+            ]
+            board.tasks.extend(created)
+            board.changed = True
+            return created
+
+    def update(self, task_id: str, **changes: Any) -> Task:
+        with self._transaction() as board:
+            updated = base.apply_update(board.tasks, task_id, changes, self.location)
+            if changes.get("status") == "done":
+                base.close_completed_epics(board.tasks, self.location)
+            board.changed = True
+            return updated
+
+    def claim(self, task_id: str, **changes: Any) -> Task | None:
+        with self._transaction() as board:
+            current = base.find(board.tasks, task_id, self.location)
+            if current.status != "open":
+                return None
+            claimed = base.apply_update(
+                board.tasks, task_id, {**changes, "status": "in_progress"}, self.location
+            )
+            board.changed = True
+            return claimed
+
+    def close(self, task_id: str, reason: str | None = None, status: str = "done") -> list[Task]:
+        with self._transaction() as board:
+            changed = base.apply_close(board.tasks, task_id, reason, status, self.location)
+            board.changed = True
+            return changed
+
+    def reopen(self, task_id: str) -> Task:
+        with self._transaction() as board:
+            task = base.apply_reopen(board.tasks, task_id, self.location)
+            board.changed = True
+            return task
+
+    def add_dependency(self, task_id: str, dep_id: str) -> Task:
+        with self._transaction() as board:
+            task = base.apply_add_dependency(board.tasks, task_id, dep_id, self.location)
+            board.changed = True
+            return task
+
+    def remove_dependency(self, task_id: str, dep_id: str) -> Task:
+        with self._transaction() as board:
+            task = base.apply_remove_dependency(board.tasks, task_id, dep_id, self.location)
+            board.changed = True
+            return task
+
+    # -- the file --------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[_Board]:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_path), timeout=self.lock_timeout)
+        try:
+            with lock:
+                board = self._read()
+                yield board
+                if board.changed:
+                    self._write(board)
+        except Timeout as exc:
+            raise LockBusy(
+                f"Timed out after {self.lock_timeout:.0f} s waiting for the lock on {self.path}.",
+                hint=f"Another localdispatch process holds {self.lock_path}; if none is "
+                "running, delete that lock file.",
+                path=self.lock_path,
+            ) from exc
+
+    def _read(self) -> _Board:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return _Board(next_id=1, tasks=[])
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot read the task store {self.path}: {exc}.",
+                hint="Check its permissions; nothing was changed.",
+                path=self.path,
+            ) from exc
+        if raw == self._cache_bytes and self._cache_board is not None:
+            # Tasks are frozen, so sharing them between the cache and callers is safe; the
+            # list itself is copied because a transaction replaces its items.
+            next_id, tasks = self._cache_board
+            return _Board(next_id=next_id, tasks=list(tasks))
+        return self._parse(raw)
+
+    def _parse(self, raw: bytes) -> _Board:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise self._corrupt(f"not UTF-8 text (byte {exc.start})") from exc
+        if not text.strip():
+            return _Board(next_id=1, tasks=[])
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise self._corrupt(f"invalid JSON at line {exc.lineno}, column {exc.colno}") from exc
+        if isinstance(data, list):  # a bare list of tasks: accept it as the oldest format
+            data = {"tasks": data}
+        if not isinstance(data, dict) or not isinstance(data.get("tasks", []), list):
+            raise self._corrupt('expected an object with a "tasks" list')
+        legacy = data.get("version") != FORMAT_VERSION
+        try:
+            tasks = _TASKS.validate_python([_upgrade_task(t) for t in data.get("tasks", [])])
+        except (ValidationError, TypeError, ValueError) as exc:
+            raise self._corrupt(f"a task is not valid ({_first_error(exc)})") from exc
+        next_id = _next_id(data.get("next_id"), tasks)
+        board = _Board(next_id=next_id, tasks=tasks, upgraded_from_legacy=legacy)
+        if not legacy:
+            self._remember(raw, board)
+        return board
+
+    def _corrupt(self, what: str) -> StoreError:
+        return StoreError(
+            f"The task store {self.path} is corrupt: {what}.",
+            hint="Fix or restore the file (it was left untouched); localdispatch will not "
+            "overwrite it.",
+            path=self.path,
+        )
+
+    def _write(self, board: _Board) -> None:
+        if board.upgraded_from_legacy and self.path.exists():
+            self._keep_legacy_copy()
+        document = _Document(version=FORMAT_VERSION, next_id=board.next_id, tasks=board.tasks)
+        payload = document.model_dump_json(indent=1).encode("utf-8") + b"\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary file sits beside the target (os.replace is atomic only within one
+        # file system) and its name matches the ignore pattern "task_queue.json.*".
+        fd, tmp_name = tempfile.mkstemp(
+            dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            replace_with_retry(Path(tmp_name), self.path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        board.upgraded_from_legacy = False
+        self._remember(payload, board)
+
+    def _remember(self, raw: bytes, board: _Board) -> None:
+        self._cache_bytes = raw
+        self._cache_board = (board.next_id, list(board.tasks))
+
+    def _keep_legacy_copy(self) -> None:
+        backup = self.path.with_name(self.path.name + ".pre-upgrade.bak")
+        if not backup.exists():
+            backup.write_bytes(self.path.read_bytes())
+
+
+def replace_with_retry(source: Path, target: Path, attempts: int = 50) -> None:
+    """os.replace, retried while Windows reports the target as in use by a reader."""
+    for attempt in range(attempts):
+        try:
+            source.replace(target)
+            return
+        except PermissionError:
+            # On Windows a file another process has open cannot be replaced; readers hold it
+            # for milliseconds, so waiting a little is enough.
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+
+
+def _upgrade_task(raw: Any) -> dict[str, Any]:
+    """A task of the original Path-B format (``pending``, no fields) in today's shape."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"expected an object, got {type(raw).__name__}")
+    task = dict(raw)
+    if "id" in task:
+        task["id"] = str(task["id"])
+    if "title" not in task:
+        task["title"] = str(task.get("id", "untitled"))
+    if isinstance(task.get("status"), str):
+        task["status"] = normalize_status(task["status"])
+    for key in ("files", "depends_on"):
+        if isinstance(task.get(key), str):
+            task[key] = [part.strip() for part in task[key].split(",") if part.strip()]
+    return task
+
+
+def _next_id(declared: Any, tasks: list[Task]) -> int:
+    """The next free number: never below what the file says nor below any t-N in use."""
+    highest = 0
+    for task in tasks:
+        if task.id.startswith(ID_PREFIX) and task.id[len(ID_PREFIX) :].isdigit():
+            highest = max(highest, int(task.id[len(ID_PREFIX) :]))
+    floor = declared if isinstance(declared, int) and declared > 0 else 1
+    return max(floor, highest + 1)
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        return f"task #{where}: {err['msg']}"
+    return str(exc)
