@@ -132,6 +132,15 @@ class Config(_Section):
         description="Glob patterns; a branch that changes one is not merged. Default: this "
         "config, the launchers and the state files.",
     )
+    max_merge_attempts: int = Field(
+        3,
+        ge=1,
+        description="Merges of one branch (after conflicts or a failed test gate) before its "
+        "task is marked failed.",
+    )
+    worker_kill_grace_secs: float = Field(
+        5, ge=0, description="After a timeout, how long a worker may exit cleanly before kill."
+    )
     delete_merged_branches: bool = Field(True, description="Delete a task branch once merged.")
     poll_interval_secs: float = Field(0.5, gt=0, le=60, description="Supervisor tick.")
     worktree_dir: str = Field(

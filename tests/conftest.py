@@ -1,0 +1,94 @@
+"""Shared fixtures: real git repositories in tmp_path and a way to run the real scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tests must not depend on the machine's git identity (CI has none) or the user's settings.
+os.environ.update(
+    {
+        "GIT_AUTHOR_NAME": "localdispatch tests",
+        "GIT_AUTHOR_EMAIL": "tests@localdispatch.invalid",
+        "GIT_COMMITTER_NAME": "localdispatch tests",
+        "GIT_COMMITTER_EMAIL": "tests@localdispatch.invalid",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "PYTHONIOENCODING": "utf-8",
+    }
+)
+os.environ.pop("OLLAMA_HOST", None)
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in ``repo`` and return its stripped stdout; fail the test on error."""
+    result = subprocess.run(
+        ["git", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=False,
+    )
+    assert result.returncode == 0, f"git {' '.join(args)} failed: {result.stderr}"
+    return result.stdout.strip()
+
+
+def make_repo(path: Path, files: dict[str, str] | None = None, branch: str = "main") -> Path:
+    """A git repository at ``path`` with one commit holding ``files`` (a README by default)."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", branch)
+    git(path, "config", "core.autocrlf", "false")
+    for name, content in (files or {"README.md": "# demo\n"}).items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "initial commit")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A fresh repository (in a folder whose name has a space, as on many Windows machines)."""
+    return make_repo(tmp_path / "my repo")
+
+
+def run_script(
+    script: str,
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run one of the top-level launchers (split_task.py ...) or `-m localdispatch` for real."""
+    argv: Sequence[str]
+    if script == "localdispatch":
+        argv = [sys.executable, "-m", "localdispatch", *args]
+    else:
+        argv = [sys.executable, str(ROOT / script), *args]
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=full_env,
+        timeout=timeout,
+        input=stdin,
+        check=False,
+    )
+
+
+def localdispatch(*args: str, cwd: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return run_script("localdispatch", *args, cwd=cwd, **kwargs)  # type: ignore[arg-type]
