@@ -245,7 +245,8 @@ def parse_config(text: str, *, source: Path | str = CONFIG_FILENAME) -> Config:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
-            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.",
+            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
+            f"{_json_problem(exc)}.",
             hint="Fix the syntax there (a missing comma or quote, or a trailing comma).",
             path=source,
         ) from exc
@@ -258,6 +259,14 @@ def parse_config(text: str, *, source: Path | str = CONFIG_FILENAME) -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise _friendly(exc, data, text, source) from None
+
+
+def _json_problem(exc: json.JSONDecodeError) -> str:
+    """json's message, or plain words for the mistake people make most: a trailing comma."""
+    before = exc.doc[: exc.pos].rstrip()
+    if before.endswith(",") and exc.doc[exc.pos : exc.pos + 1] in ("}", "]"):
+        return "trailing comma before the closing bracket (JSON does not allow it)"
+    return exc.msg
 
 
 def _friendly(

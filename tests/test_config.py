@@ -1,0 +1,253 @@
+"""dispatch_config.json: defaults, friendly errors, the committed schema, `config check`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, localdispatch, run_script
+from localdispatch.config import (
+    Config,
+    load_config,
+    normalize_host,
+    parse_config,
+    schema_text,
+    split_command_string,
+)
+from localdispatch.errors import ConfigError
+from localdispatch.layout import ensure_state_ignored, layout_for
+
+DESIGN_KEYS = {
+    "repo_root": ".",
+    "branch": "main",
+    "num_workers": 2,
+    "worker_backend": "aider",
+    "model": "ollama_chat/qwen2.5-coder:7b",
+    "aider_cmd": "aider",
+    "worker_command": None,
+    "worker_timeout_secs": 1800,
+    "max_worker_retries": 2,
+    "auto_merge_worktrees": True,
+    "merge_slot": True,
+    "create_task_on_merge_conflict": True,
+    "auto_retry_merge_on_conflict_close": True,
+    "on_conflict": "assign_back",
+    "test_command": None,
+    "protected_paths": None,
+    "poll_interval_secs": 0.5,
+    "worktree_dir": ".dispatch/worktrees",
+    "store": "json",
+    "task_queue_file": "task_queue.json",
+    "suggested_tasks_file": "suggested_tasks.txt",
+}
+
+
+def test_empty_object_is_valid_with_every_design_default() -> None:
+    config = parse_config("{}")
+    dumped = config.model_dump()
+    for key, default in DESIGN_KEYS.items():
+        assert dumped[key] == default, key
+    assert config.ollama.host == "http://127.0.0.1:11434"
+    assert config.ollama.model == "qwen2.5-coder:7b"
+    assert config.ollama.timeout_secs == 120
+    assert (config.split.max_subtasks, config.split.min_subtasks) == (10, 3)
+
+
+def test_path_b_file_is_accepted() -> None:
+    text = json.dumps(
+        {
+            "num_workers": 14,
+            "worktree_prefix": "ozon-w",
+            "worktree_placement": "inside",
+            "branch": "main",
+            "model": "ollama/qwen3-coder:30b",
+            "aider_cmd": "aider",
+            "repo_root": ".",
+        }
+    )
+    config = parse_config(text)
+    assert config.num_workers == 14 and config.worktree_prefix == "ozon-w"
+
+
+def test_sibling_placement_puts_worktrees_beside_the_repo(tmp_path: Path) -> None:
+    path = tmp_path / "proj" / "dispatch_config.json"
+    path.parent.mkdir()
+    path.write_text('{"worktree_placement": "sibling", "worktree_prefix": "w"}', encoding="utf-8")
+    layout = layout_for(load_config(path))
+    assert layout.slot_worktree(1) == (tmp_path / "proj-w1").resolve()
+
+
+def test_example_config_in_the_repository_is_valid() -> None:
+    config = load_config(ROOT / "dispatch_config.json")
+    assert config.schema_ref == "./dispatch_config.schema.json"
+
+
+def test_committed_schema_is_in_sync() -> None:
+    committed = (ROOT / "dispatch_config.schema.json").read_text(encoding="utf-8")
+    assert committed == schema_text(), (
+        "dispatch_config.schema.json is stale: run "
+        "`localdispatch config schema > dispatch_config.schema.json`"
+    )
+
+
+def test_schema_forbids_unknown_keys_and_lists_every_key() -> None:
+    schema = json.loads(schema_text())
+    assert schema["additionalProperties"] is False
+    assert set(DESIGN_KEYS) <= set(schema["properties"])
+    assert "$schema" in schema["properties"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ('{"num_worker": 3}', ["unknown key 'num_worker'", "did you mean 'num_workers'"]),
+        ('{"ollama": {"modle": "x"}}', ["'ollama.modle'", "did you mean 'ollama.model'"]),
+        ('{"zzz": 1}', ["unknown key 'zzz'", "valid keys are"]),
+        ('{"num_workers": "two"}', ["'num_workers'", '"two"', "an integer"]),
+        ('{"num_workers": true}', ["'num_workers'", "true", "an integer"]),
+        ('{"merge_slot": "yes"}', ["'merge_slot'", "true or false"]),
+        ('{"on_conflict": "rebase"}', ["'on_conflict'", "'assign_back'", "'auto_rebase'"]),
+        ('{"num_workers": 0}', ["'num_workers'", "greater than or equal to 1"]),
+        ('{"worker_backend": "command"}', ["worker_command"]),
+        ('{"split": {"min_subtasks": 9, "max_subtasks": 4}}', ["min_subtasks (9)"]),
+        ('{"num_workers": 2,}', ["line 1, column 19", "trailing comma"]),
+        ("{\n  \"branch\": \"main\"\n  \"x\": 1\n}", ["invalid JSON at line 3, column 3"]),
+        ("[1, 2]", ["top level must be a JSON object"]),
+    ],
+)
+def test_errors_name_the_problem(text: str, fragments: list[str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="dispatch_config.json")
+    message = str(caught.value)
+    assert message.startswith("dispatch_config.json")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_unknown_key_error_gives_its_line() -> None:
+    with pytest.raises(ConfigError, match=r"line 3"):
+        parse_config('{\n  "branch": "main",\n  "num_worker": 1\n}')
+
+
+def test_missing_explicit_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.json")
+
+
+def test_config_is_found_upwards_and_repo_root_is_relative_to_it(tmp_path: Path) -> None:
+    (tmp_path / "dispatch_config.json").write_text('{"repo_root": "code"}', encoding="utf-8")
+    deep = tmp_path / "code" / "src"
+    deep.mkdir(parents=True)
+    config = load_config(cwd=deep)
+    assert config.source == (tmp_path / "dispatch_config.json").resolve()
+    assert config.repo_path == (tmp_path / "code").resolve()
+
+
+def test_no_config_means_defaults_in_the_current_folder(tmp_path: Path) -> None:
+    config = load_config(cwd=tmp_path)
+    assert config.source is None and config.repo_path == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:11434"),
+        ("0.0.0.0:9999", "http://127.0.0.1:9999"),
+        ("http://example:1234/", "http://example:1234"),
+        ("https://gpu-box", "https://gpu-box:11434"),
+    ],
+)
+def test_ollama_host_is_normalized(raw: str, expected: str) -> None:
+    assert normalize_host(raw) == expected
+
+
+def test_ollama_host_defaults_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:5555")
+    assert Config().ollama.host == "http://127.0.0.1:5555"
+
+
+def test_test_command_string_becomes_argv_without_a_shell() -> None:
+    config = parse_config('{"test_command": "python -m pytest -q \\"tests dir\\""}')
+    argv = config.test_argv()
+    assert argv is not None and argv[:3] == ["python", "-m", "pytest"]
+    assert argv[-1] == "tests dir"
+    assert split_command_string("a; rm -rf x") == ["a;", "rm", "-rf", "x"]
+
+
+def test_state_files_are_excluded_from_git(repo: Path) -> None:
+    config = load_config(cwd=repo)
+    exclude = ensure_state_ignored(layout_for(config))
+    assert exclude is not None
+    ensure_state_ignored(layout_for(config))  # idempotent
+    text = exclude.read_text(encoding="utf-8")
+    assert text.count("/.dispatch/") == 1
+    for name in ("task_queue.json", "suggested_tasks.txt", ".dispatch/x.lock", "task_queue.json.1.tmp"):
+        target = repo / name
+        target.parent.mkdir(exist_ok=True)
+        target.write_text("x", encoding="utf-8")
+    from conftest import git
+
+    assert git(repo, "status", "--porcelain") == ""
+
+
+# ---- the real command -------------------------------------------------------------------
+
+
+def test_config_check_ok_and_json(repo: Path) -> None:
+    (repo / "dispatch_config.json").write_text('{"num_workers": 3}', encoding="utf-8")
+    result = localdispatch("config", "check", "--json", cwd=repo)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["valid"] is True and data["settings"]["num_workers"] == 3
+    assert "dispatch_config.json" in data["protected_paths"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('{"num_worker": 3}', "did you mean 'num_workers'"),
+        ('{"num_workers": 2,,}', "line 1, column"),
+        ('{"num_workers": "many"}', "expected an integer"),
+    ],
+)
+def test_bad_config_exits_2_without_traceback(repo: Path, text: str, needle: str) -> None:
+    (repo / "dispatch_config.json").write_text(text, encoding="utf-8")
+    for args in (["config", "check"], ["tasks", "list"], ["tasks", "add", "x"]):
+        result = localdispatch(*args, cwd=repo)
+        assert result.returncode == 2, (args, result.stderr)
+        assert needle in result.stderr
+        assert "Traceback" not in result.stderr
+        assert str(repo / "dispatch_config.json") in result.stderr
+    assert not (repo / "task_queue.json").exists()
+
+
+def test_config_schema_command_matches_committed_file(tmp_path: Path) -> None:
+    result = localdispatch("config", "schema", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout == (ROOT / "dispatch_config.schema.json").read_text(encoding="utf-8")
+
+
+def test_launcher_explains_missing_dependencies(tmp_path: Path) -> None:
+    """Without site-packages (-S) the launcher says how to install instead of a traceback."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-S", str(ROOT / "dispatch_workers.py"), "--help"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "pip install" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_launchers_run_from_the_checkout(tmp_path: Path) -> None:
+    for script in ("split_task.py", "dispatch_workers.py", "ingest_suggested_tasks.py"):
+        result = run_script(script, "--help", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "--config" in result.stdout
