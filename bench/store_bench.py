@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from localdispatch.scheduling import rank_ready  # noqa: E402
-from localdispatch.store import JsonStore, TaskDraft  # noqa: E402
+from localdispatch.scheduling import rank_ready
+from localdispatch.store import JsonStore, TaskDraft
 
 
 def seed(path: Path, count: int) -> None:

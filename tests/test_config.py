@@ -114,7 +114,7 @@ def test_schema_forbids_unknown_keys_and_lists_every_key() -> None:
         ('{"worker_backend": "command"}', ["worker_command"]),
         ('{"split": {"min_subtasks": 9, "max_subtasks": 4}}', ["min_subtasks (9)"]),
         ('{"num_workers": 2,}', ["line 1, column 19", "trailing comma"]),
-        ("{\n  \"branch\": \"main\"\n  \"x\": 1\n}", ["invalid JSON at line 3, column 3"]),
+        ('{\n  "branch": "main"\n  "x": 1\n}', ["invalid JSON at line 3, column 3"]),
         ("[1, 2]", ["top level must be a JSON object"]),
     ],
 )
@@ -184,7 +184,12 @@ def test_state_files_are_excluded_from_git(repo: Path) -> None:
     ensure_state_ignored(layout_for(config))  # idempotent
     text = exclude.read_text(encoding="utf-8")
     assert text.count("/.dispatch/") == 1
-    for name in ("task_queue.json", "suggested_tasks.txt", ".dispatch/x.lock", "task_queue.json.1.tmp"):
+    for name in (
+        "task_queue.json",
+        "suggested_tasks.txt",
+        ".dispatch/x.lock",
+        "task_queue.json.1.tmp",
+    ):
         target = repo / name
         target.parent.mkdir(exist_ok=True)
         target.write_text("x", encoding="utf-8")
@@ -251,3 +256,15 @@ def test_launchers_run_from_the_checkout(tmp_path: Path) -> None:
         result = run_script(script, "--help", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "--config" in result.stdout
+
+
+def test_readme_config_table_is_generated_from_the_model() -> None:
+    from localdispatch.config import reference_markdown
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("<!-- config-table:start")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- config-table:end -->")
+    assert readme[start:end] == reference_markdown(), (
+        "README's config table is stale: paste the output of `localdispatch config docs`"
+    )

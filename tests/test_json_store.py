@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import localdispatch
 from localdispatch.errors import StoreError
 from localdispatch.store import JsonStore, TaskDraft
 from store_contract import StoreContract
-
-from conftest import localdispatch
 
 
 class TestJsonStoreContract(StoreContract):
@@ -189,7 +188,9 @@ def test_concurrent_cli_closes_and_adds(repo: Path) -> None:
         )
         for i in range(6)
     ] + [
-        subprocess.Popen([sys.executable, "-m", "localdispatch", "tasks", "add", f"Late {i}"], cwd=repo)
+        subprocess.Popen(
+            [sys.executable, "-m", "localdispatch", "tasks", "add", f"Late {i}"], cwd=repo
+        )
         for i in range(4)
     ]
     assert [p.wait(timeout=120) for p in procs] == [0] * 10

@@ -21,8 +21,16 @@ def as_json(repo: Path, *args: str) -> object:
 
 def test_add_list_show_ready_close(repo: Path) -> None:
     added = as_json(
-        repo, "tasks", "add", "Write the parser", "-d", "Parse lines", "--files", "a.py,b.py",
-        "-p", "1",
+        repo,
+        "tasks",
+        "add",
+        "Write the parser",
+        "-d",
+        "Parse lines",
+        "--files",
+        "a.py,b.py",
+        "-p",
+        "1",
     )
     assert isinstance(added, dict)
     assert added["id"] == "t-1" and added["files"] == ["a.py", "b.py"] and added["priority"] == 1
@@ -51,11 +59,11 @@ def test_add_list_show_ready_close(repo: Path) -> None:
 
 
 def test_ready_orders_by_priority_and_critical_path(repo: Path) -> None:
-    ok(repo, "tasks", "add", "Leaf")                          # t-1
-    ok(repo, "tasks", "add", "Head of chain")                 # t-2
-    ok(repo, "tasks", "add", "Middle", "--after", "t-2")      # t-3
-    ok(repo, "tasks", "add", "Urgent", "-p", "0")             # t-4
-    ok(repo, "tasks", "add", "Tail", "--after", "t-3")        # t-5
+    ok(repo, "tasks", "add", "Leaf")  # t-1
+    ok(repo, "tasks", "add", "Head of chain")  # t-2
+    ok(repo, "tasks", "add", "Middle", "--after", "t-2")  # t-3
+    ok(repo, "tasks", "add", "Urgent", "-p", "0")  # t-4
+    ok(repo, "tasks", "add", "Tail", "--after", "t-3")  # t-5
     ready = as_json(repo, "tasks", "ready")
     assert [t["id"] for t in ready] == ["t-4", "t-2", "t-1"]  # type: ignore[index,union-attr]
 

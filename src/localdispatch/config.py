@@ -366,3 +366,20 @@ def config_schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     return json.dumps(config_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def reference_markdown() -> str:
+    """The README's table of every key, its default and meaning, generated from the model."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for prefix, model in (("", Config), ("ollama.", OllamaConfig), ("split.", SplitConfig)):
+        for name, info in model.model_fields.items():
+            key = info.alias or name
+            if key == "$schema" or (not prefix and key in ("ollama", "split")):
+                continue
+            if info.default_factory is not None:
+                default = "`$OLLAMA_HOST` or `http://127.0.0.1:11434`"
+            else:
+                default = f"`{json.dumps(info.default)}`"
+            meaning = (info.description or "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{key}` | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"

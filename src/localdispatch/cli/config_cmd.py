@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import config_schema, load_config, schema_text
+from ..config import config_schema, load_config, reference_markdown, schema_text
 from ..layout import layout_for
 from . import common
 
@@ -25,6 +25,10 @@ def register(sub: Any, name: str, help_text: str) -> None:
     schema = actions.add_parser("schema", help="print the JSON Schema of dispatch_config.json")
     common.add_common(schema, json_flag=False)
     schema.set_defaults(handler=_schema)
+
+    docs = actions.add_parser("docs", help="print the Markdown table of every key (for README)")
+    common.add_common(docs, json_flag=False)
+    docs.set_defaults(handler=_docs)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -56,6 +60,12 @@ def _check(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     del args
     common.write(schema_text().rstrip("\n"))
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    del args
+    common.write(reference_markdown().rstrip("\n"))
     return 0
 
 
