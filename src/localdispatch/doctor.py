@@ -1,0 +1,238 @@
+"""`localdispatch doctor`: what this machine and repository have, and what is missing.
+
+Each check returns a :class:`Check` with a status (``ok``, ``warn``, ``fail``), what was found,
+and the fix. Only failed *required* checks make doctor exit non-zero; a warning is advice.
+Checks never raise: a probe that breaks is itself reported as a failed check.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from .config import Config, load_config
+from .errors import DispatchError
+from .gitcmd import run_git
+from .layout import Layout, layout_for
+
+Status = Literal["ok", "warn", "fail"]
+MIN_PYTHON = (3, 10)
+MIN_GIT = (2, 17)  # `git worktree remove` and `worktree prune` as we use them
+MIN_FREE_BYTES = 1 << 30
+
+
+@dataclass
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_checks(config_path: Path | None, cwd: Path | None = None) -> list[Check]:
+    """Every check, in the order a newcomer would fix them."""
+    checks = [check_python(), check_git()]
+    try:
+        config = load_config(config_path, cwd=cwd)
+    except DispatchError as exc:
+        checks.append(Check("config", "fail", str(exc), "Fix the file as the message says."))
+        return checks
+    where = str(config.source) if config.source else "no dispatch_config.json (defaults)"
+    checks.append(Check("config", "ok", f"valid: {where}"))
+    layout = layout_for(config)
+    repo_check = check_repo(layout)
+    checks.append(repo_check)
+    if repo_check.status == "ok":
+        checks.append(check_branch(config, layout))
+        checks.append(check_state_ignored(layout))
+    checks.append(check_ollama(config))
+    checks.append(check_worker(config))
+    checks.append(check_disk(layout))
+    if os.name == "nt":
+        checks.append(check_longpaths(layout))
+    return checks
+
+
+def _guard(name: str, probe: Callable[[], Check]) -> Check:
+    try:
+        return probe()
+    except Exception as exc:  # noqa: BLE001 - a broken probe is a finding, not a crash
+        return Check(name, "fail", f"the check itself failed: {type(exc).__name__}: {exc}")
+
+
+def check_python() -> Check:
+    version = ".".join(str(part) for part in sys.version_info[:3])
+    if sys.version_info[:2] >= MIN_PYTHON:
+        return Check("python", "ok", f"Python {version} at {sys.executable}")
+    return Check(
+        "python",
+        "fail",
+        f"Python {version} is too old",
+        "Install Python 3.10 or newer (python.org; on Windows `py -3.12`).",
+    )
+
+
+def check_git() -> Check:
+    def probe() -> Check:
+        if shutil.which("git") is None:
+            return Check(
+                "git", "fail", "git is not on PATH", "Install git from https://git-scm.com."
+            )
+        out = run_git(["--version"], Path.cwd()).stdout.strip()
+        numbers = [int(p) for p in out.split()[2].split(".")[:2] if p.isdigit()]
+        if tuple(numbers) < MIN_GIT:
+            return Check("git", "fail", out, "Install git 2.17 or newer for worktrees.")
+        return Check("git", "ok", out)
+
+    return _guard("git", probe)
+
+
+def check_repo(layout: Layout) -> Check:
+    def probe() -> Check:
+        result = run_git(["rev-parse", "--show-toplevel"], layout.repo, check=False)
+        if result.returncode != 0:
+            return Check(
+                "repository",
+                "fail",
+                f"{layout.repo} is not a git repository",
+                "Run `git init` there and make a first commit, or set repo_root.",
+            )
+        return Check("repository", "ok", f"git repository at {result.stdout.strip()}")
+
+    if not layout.repo.is_dir():
+        return Check("repository", "fail", f"{layout.repo} does not exist", "Fix repo_root.")
+    return _guard("repository", probe)
+
+
+def check_branch(config: Config, layout: Layout) -> Check:
+    def probe() -> Check:
+        ref = f"refs/heads/{config.branch}"
+        if run_git(["rev-parse", "--verify", "--quiet", ref], layout.repo, check=False).returncode:
+            return Check(
+                "branch",
+                "fail",
+                f"branch '{config.branch}' does not exist (or has no commit yet)",
+                'Make a first commit, or set "branch" to your base branch '
+                "(`git branch --show-current` names it).",
+            )
+        return Check("branch", "ok", f"base branch '{config.branch}' exists")
+
+    return _guard("branch", probe)
+
+
+def check_state_ignored(layout: Layout) -> Check:
+    def probe() -> Check:
+        names = [
+            p.relative_to(layout.repo).as_posix()
+            for p in (layout.task_queue, layout.suggested_tasks)
+            if p.is_relative_to(layout.repo)
+        ]
+        tracked = run_git(["ls-files", "--", *names], layout.repo).stdout.split()
+        if tracked:
+            return Check(
+                "state files",
+                "fail",
+                f"tracked by git: {', '.join(tracked)}",
+                f"Untrack them: `git rm --cached {' '.join(tracked)}` and commit.",
+            )
+        probe_names = [".dispatch/x", *names]
+        ignored = run_git(["check-ignore", "--", *probe_names], layout.repo, check=False)
+        if len(ignored.stdout.split()) < len(probe_names):
+            return Check(
+                "state files",
+                "warn",
+                "not ignored by git yet",
+                "They are added to .git/info/exclude the first time a command writes a task.",
+                required=False,
+            )
+        return Check(
+            "state files", "ok", "task_queue.json, suggested_tasks.txt, .dispatch/ ignored"
+        )
+
+    return _guard("state files", probe)
+
+
+def check_ollama(config: Config) -> Check:
+    host = config.ollama.host
+    model = config.ollama.model
+    try:
+        with httpx.Client(base_url=host, timeout=3.0) as client:
+            version = client.get("/api/version").json().get("version", "?")
+            names = [m.get("name", "") for m in client.get("/api/tags").json().get("models", [])]
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        return Check(
+            "ollama",
+            "fail",
+            f"no Ollama server answers at {host} ({type(exc).__name__})",
+            "Install Ollama from https://ollama.com and start it (`ollama serve`), or set "
+            "ollama.host / $OLLAMA_HOST.",
+        )
+    wanted = {model, f"{model}:latest"} if ":" not in model else {model}
+    if not wanted & set(names):
+        return Check(
+            "ollama model",
+            "fail",
+            f"Ollama {version} at {host} does not have '{model}'",
+            f"Pull it: `ollama pull {model}`.",
+        )
+    return Check("ollama", "ok", f"Ollama {version} at {host} has '{model}'")
+
+
+def check_worker(config: Config) -> Check:
+    if config.worker_backend == "command" and config.worker_command:
+        program = config.worker_command[0]
+        label, fix = "worker command", "Fix worker_command[0] (a name on PATH or a path)."
+    else:
+        program = config.aider_cmd
+        label = "aider"
+        fix = (
+            "Install Aider in its own environment (`python -m pip install aider-install && "
+            "aider-install`, or `pipx install aider-chat`) or set aider_cmd to its path."
+        )
+    found = shutil.which(program) or (program if Path(program).is_file() else None)
+    if found:
+        return Check(label, "ok", f"{program} found at {found}")
+    return Check(label, "fail", f"'{program}' is not on PATH and is not a file", fix)
+
+
+def check_disk(layout: Layout) -> Check:
+    folder = layout.repo if layout.repo.exists() else Path.cwd()
+    free = shutil.disk_usage(folder).free
+    detail = f"{free / (1 << 30):.1f} GiB free for worktrees"
+    if free < MIN_FREE_BYTES:
+        return Check(
+            "disk",
+            "warn",
+            detail,
+            "Free some space: every worker has a full worktree.",
+            required=False,
+        )
+    return Check("disk", "ok", detail)
+
+
+def check_longpaths(layout: Layout) -> Check:
+    result = run_git(["config", "--get", "core.longpaths"], layout.repo, check=False)
+    if result.stdout.strip().lower() == "true":
+        return Check("long paths", "ok", "git core.longpaths is true")
+    return Check(
+        "long paths",
+        "warn",
+        "git core.longpaths is not set; worktrees nest paths deeper than 260 characters",
+        "Run `git config --global core.longpaths true`.",
+        required=False,
+    )
+
+
+def passed(checks: list[Check]) -> bool:
+    return not any(c.status == "fail" and c.required for c in checks)
