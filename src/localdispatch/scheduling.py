@@ -8,7 +8,9 @@ that is where merge conflicts come from; a task without ``files`` is not held ba
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from .tasks import Task, files_overlap, ready_tasks, remaining_chain, unblock_counts
 
@@ -59,3 +61,95 @@ def pick_next(
 def _id_number(task_id: str) -> int:
     digits = "".join(ch for ch in task_id if ch.isdigit())
     return int(digits) if digits else 0
+
+
+# ---- --plan: what runs now and next (pure simulation) --------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One task in the simulated schedule: when it starts and ends, in seconds from now."""
+
+    task_id: str
+    title: str
+    start: float
+    end: float
+    running: bool = False
+
+
+@dataclass
+class Plan:
+    """The simulated schedule: waves of tasks that start together, and the time estimates."""
+
+    slots: int
+    waves: list[list[PlannedRun]] = field(default_factory=list)
+    running: list[PlannedRun] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    parallel_secs: float = 0.0
+    sequential_secs: float = 0.0
+
+    @property
+    def speedup(self) -> float:
+        return self.sequential_secs / self.parallel_secs if self.parallel_secs > 0 else 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "slots": self.slots,
+            "running": [vars(run) for run in self.running],
+            "waves": [[vars(run) for run in wave] for wave in self.waves],
+            "blocked": list(self.blocked),
+            "parallel_secs": round(self.parallel_secs, 3),
+            "sequential_secs": round(self.sequential_secs, 3),
+            "speedup": round(self.speedup, 3),
+        }
+
+
+def plan_waves(
+    tasks: Iterable[Task],
+    slots: int,
+    estimate: Callable[[Task], float],
+    running: Mapping[str, float] | None = None,
+) -> Plan:
+    """Simulate the dispatcher: at every moment a slot frees, start what ``pick_next`` picks.
+
+    ``running`` maps the ids of tasks running now to their estimated remaining seconds. Other
+    in-progress tasks (waiting for a merge) are taken as done now. Open tasks that can never
+    start (a dependency failed, was cancelled or does not exist) are listed as blocked.
+    """
+    running = dict(running or {})
+    state = {task.id: task for task in tasks}
+    for task_id, task in list(state.items()):
+        if task.status == "in_progress" and task_id not in running:
+            state[task_id] = task.model_copy(update={"status": "done"})
+    plan = Plan(slots=max(1, slots))
+    busy: list[tuple[float, Task]] = []
+    for task_id, remaining in running.items():
+        if task_id in state:
+            busy.append((max(0.0, remaining), state[task_id]))
+            plan.running.append(
+                PlannedRun(task_id, state[task_id].title, 0.0, max(0.0, remaining), True)
+            )
+            plan.sequential_secs += max(0.0, remaining)
+    now = 0.0
+    while True:
+        picked = pick_next(
+            state.values(), [task for _, task in busy], plan.slots - len(busy), estimate
+        )
+        wave = []
+        for task in picked:
+            duration = max(0.0, estimate(task))
+            state[task.id] = task.model_copy(update={"status": "in_progress"})
+            busy.append((now + duration, state[task.id]))
+            wave.append(PlannedRun(task.id, task.title, now, now + duration))
+            plan.sequential_secs += duration
+        if wave:
+            plan.waves.append(wave)
+        if not busy:
+            break
+        now = min(end for end, _ in busy)
+        for end, task in [item for item in busy if item[0] <= now]:
+            busy.remove((end, task))
+            state[task.id] = task.model_copy(update={"status": "done"})
+    plan.parallel_secs = now
+    plan.blocked = [t.id for t in state.values() if t.status == "open" and t.kind != "epic"]
+    return plan

@@ -1,0 +1,244 @@
+"""What a worker is told and how it is judged.
+
+The argv of a worker (Aider's non-interactive flags, or ``worker_command`` with its
+placeholders) is built here as a list and never given to a shell. The task text goes to a file
+under ``.dispatch/tasks/``, outside every worktree, so it can never be committed. A worker is
+judged by the commits it made, never by its exit code: Aider exits 0 when the model failed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .config import Config
+from .errors import WorkerError
+from .layout import Layout
+from .tasks import Task
+
+PLACEHOLDERS = ("task_file", "model", "worktree", "task_id", "files", "branch", "base")
+
+# Aider's flags for an unattended run: no prompts, no update check or analytics, plain UTF-8
+# output to a log, no repo map (small local models drown in it), no .gitignore edits (the
+# state files are ignored through .git/info/exclude), commits on, history kept out of the tree.
+AIDER_FLAGS = (
+    "--yes-always",
+    "--no-check-update",
+    "--no-analytics",
+    "--no-show-release-notes",
+    "--no-pretty",
+    "--no-stream",
+    "--no-fancy-input",
+    "--no-detect-urls",
+    "--no-suggest-shell-commands",
+    "--encoding",
+    "utf-8",
+    "--no-gitignore",
+    "--map-tokens",
+    "0",
+    "--auto-commits",
+)
+
+
+@dataclass(frozen=True)
+class WorkerFiles:
+    """Where one attempt's files live (all under .dispatch/, none in the worktree)."""
+
+    task_file: Path
+    log: Path
+    history_dir: Path
+
+
+def attempt_files(layout: Layout, task: Task, attempt: int) -> WorkerFiles:
+    stem = f"{task.id}-attempt{attempt}"
+    return WorkerFiles(
+        task_file=layout.state / "tasks" / f"{stem}.md",
+        log=layout.logs / f"{stem}.log",
+        history_dir=layout.state / "history" / task.id,
+    )
+
+
+def protected_paths(config: Config, layout: Layout) -> list[str]:
+    return list(config.protected_paths or layout.default_protected_paths())
+
+
+def task_instructions(
+    task: Task,
+    *,
+    branch: str,
+    base: str,
+    protected: Sequence[str],
+    suggestions_file: str = "suggested_tasks.txt",
+) -> str:
+    """The message a worker receives: the task, its files, and the rules of the game."""
+    lines = [f"# Task {task.id}: {task.title}", ""]
+    if task.description.strip():
+        lines += [task.description.strip(), ""]
+    if task.attempts > 1 and task.closed_reason:
+        lines += [f"Note: an earlier attempt did not succeed ({task.closed_reason}).", ""]
+    lines.append("## Files to focus on")
+    if task.files:
+        lines += [f"- {name}" for name in task.files]
+    else:
+        lines.append("No files were named: change as few files as the task needs.")
+    lines.append("")
+    if task.kind == "conflict":
+        lines += [
+            "## Resolve the merge conflict",
+            f"This worktree is on branch `{branch}`, and a merge of `{base}` into it has been "
+            "started. Edit the files that hold conflict markers (<<<<<<<, =======, >>>>>>>) so "
+            "both sides' intent is kept, remove every marker, then commit the merge "
+            "(`git add` the files, then `git commit --no-edit`). If no merge is in progress, "
+            f"run `git merge {base}` first.",
+            "",
+        ]
+    lines += [
+        "## Rules",
+        f"- You work in a git worktree on branch `{branch}` (based on `{base}`). Stay on it; "
+        "do not switch branches, rebase or push.",
+        "- Commit your work on this branch when you are done. Only committed work counts: "
+        "an attempt without a commit is treated as failed.",
+        "- Do not change these protected paths: " + ", ".join(f"`{p}`" for p in protected) + ".",
+        f"- Follow-up ideas: append one line per idea to `{suggestions_file}` at the root of "
+        "this worktree (for example `Add tests for the parser [files: tests/test_parser.py] "
+        f"[from: {task.id}]`). Do not commit that file.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_task_file(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", newline="\n")
+    return path
+
+
+def worker_argv(
+    config: Config,
+    task: Task,
+    *,
+    task_file: Path,
+    worktree: Path,
+    branch: str,
+    history_dir: Path,
+) -> list[str]:
+    """The argv of one worker attempt, for either backend."""
+    if config.worker_backend == "command":
+        values = {
+            "task_file": str(task_file),
+            "model": config.model,
+            "worktree": str(worktree),
+            "task_id": task.id,
+            "branch": branch,
+            "base": config.branch,
+        }
+        return expand_command(config.worker_command or [], values, task.files)
+    return aider_argv(config.aider_cmd, config.model, task_file, history_dir, task.files)
+
+
+def aider_argv(
+    aider_cmd: str, model: str, task_file: Path, history_dir: Path, files: Sequence[str]
+) -> list[str]:
+    """Aider's non-interactive argv; the task's files are added to the chat."""
+    program = shutil.which(aider_cmd) or aider_cmd
+    return [
+        program,
+        "--model",
+        model,
+        "--message-file",
+        str(task_file),
+        *AIDER_FLAGS,
+        "--input-history-file",
+        str(history_dir / "input.history"),
+        "--chat-history-file",
+        str(history_dir / "chat.history.md"),
+        "--llm-history-file",
+        str(history_dir / "llm.history"),
+        *files,
+    ]
+
+
+def expand_command(
+    template: Sequence[str], values: Mapping[str, str], files: Sequence[str]
+) -> list[str]:
+    """Substitute placeholders element by element; ``{files}`` alone becomes one arg per file.
+
+    Inside a longer element ``{files}`` becomes the files joined by spaces. Other text in
+    braces is left alone (an argument may legitimately contain JSON).
+    """
+    if not template:
+        raise WorkerError(
+            'worker_backend "command" needs worker_command (an argv list).', key="worker_command"
+        )
+    argv: list[str] = []
+    for element in template:
+        if element == "{files}":
+            argv.extend(files)
+            continue
+        for name in PLACEHOLDERS:
+            token = "{" + name + "}"
+            if token in element:
+                value = " ".join(files) if name == "files" else values.get(name, "")
+                element = element.replace(token, value)
+        argv.append(element)
+    program = shutil.which(argv[0])
+    if program and Path(argv[0]).name == argv[0]:
+        argv[0] = program
+    return argv
+
+
+# ---- judging (pure) ----------------------------------------------------------------------
+
+Outcome = Literal["merge", "done", "retry", "failed"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    reason: str
+
+
+def judge(
+    task: Task,
+    *,
+    commits: int,
+    timed_out: bool,
+    exit_code: int | None,
+    timeout_secs: float,
+    max_retries: int,
+    auto_merge: bool,
+    log_path: Path | str,
+) -> Verdict:
+    """What a finished attempt means. Commits count; the exit code only explains a failure.
+
+    A worker killed at its timeout that had committed is judged like any other: its commits
+    are whole edits (Aider commits each one it applies), and the merge queue's checks stand
+    between them and the base branch.
+    """
+    if commits > 0:
+        plural = "s" if commits != 1 else ""
+        if task.kind == "conflict":
+            return Verdict("done", f"conflict resolved in {commits} commit{plural}")
+        if not auto_merge:
+            return Verdict("done", f"{commits} commit{plural}; branch left for you to merge")
+        return Verdict("merge", f"{commits} commit{plural}")
+    if timed_out:
+        why = f"timed out after {timeout_secs:g} s without a commit"
+    elif exit_code not in (0, None):
+        why = f"exited with code {exit_code} without a commit"
+    else:
+        why = "finished without a commit"
+    return retry_or_fail(task, f"{why} (log: {log_path})", max_retries)
+
+
+def retry_or_fail(task: Task, reason: str, max_retries: int) -> Verdict:
+    """A failed attempt: retry while attempts remain, else the task has failed.
+
+    ``task.attempts`` already counts the attempt that just failed (it is raised at claim).
+    """
+    if task.attempts > max_retries:
+        tries = "attempt" if task.attempts == 1 else "attempts"
+        return Verdict("failed", f"failed after {task.attempts} {tries}: {reason}")
+    return Verdict("retry", f"attempt {task.attempts} failed: {reason}")
