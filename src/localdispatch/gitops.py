@@ -126,20 +126,26 @@ def ensure_worktree(repo: Path, path: Path, base: str) -> None:
     run_git(["worktree", "add", "--detach", "--force", str(path), base], repo)
 
 
+def base_tip(repo: Path, base: str) -> str:
+    """The commit at the tip of the base branch; GitError naming the fix if it is missing."""
+    tip = rev_parse(repo, f"refs/heads/{base}")
+    if tip is None:
+        raise GitError(
+            f"The base branch {base!r} does not exist in {repo}.",
+            hint='Create it or set "branch" in dispatch_config.json.',
+            path=repo,
+        )
+    return tip
+
+
 def prepare_task_worktree(repo: Path, path: Path, base: str, branch: str) -> str:
     """Point the worktree at a fresh ``branch`` from the tip of ``base``; return its start.
 
     A leftover branch of the same name (an earlier attempt) is reset: its tip is logged, so
     ``git branch NAME <sha>`` brings it back while git keeps the object.
     """
-    ensure_worktree(repo, path, base)
-    start = rev_parse(repo, f"refs/heads/{base}")
-    if start is None:
-        raise GitError(
-            f"The base branch {base!r} does not exist in {repo}.",
-            hint='Create it or set "branch" in dispatch_config.json.',
-            path=repo,
-        )
+    start = base_tip(repo, base)
+    ensure_worktree(repo, path, start)
     old = rev_parse(repo, f"refs/heads/{branch}")
     if old is not None and old != start:
         log.info("branch %s existed at %s; resetting it to %s for a new attempt", branch, old, base)
@@ -155,7 +161,7 @@ def prepare_conflict_worktree(repo: Path, path: Path, base: str, branch: str) ->
     the rest is staged. :func:`finish_merge` commits it if the worker resolved but could not
     commit (Aider commits file by file, which git refuses in the middle of a merge).
     """
-    ensure_worktree(repo, path, base)
+    ensure_worktree(repo, path, base_tip(repo, base))
     tip = rev_parse(repo, f"refs/heads/{branch}")
     if tip is None:
         raise GitError(

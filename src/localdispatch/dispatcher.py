@@ -1,0 +1,763 @@
+"""The dispatcher: keep ``num_workers`` workers busy until the work is done, and survive crashes.
+
+One loop on the main thread owns every decision. Worker exits, merge outcomes and Ctrl+C
+arrive on one queue (waiter threads post them the moment they happen), so a free slot is
+refilled within milliseconds instead of at the next poll. Merges run on a thread of their own,
+because a merge (and its test gate) must never hold a slot empty.
+
+What runs where is kept in ``.dispatch/state.json`` (written atomically after every change).
+A dispatcher started after a crash kills the previous run's workers (matched by pid *and*
+creation time, and by the environment marker every worker's descendants inherit), merges the
+work they had committed, and puts the rest back to open: no task is lost, none runs twice at
+once, and no commit is thrown away.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from . import gitops
+from .config import Config
+from .dispatch_state import RunRecord, StateFile, load_owner
+from .errors import DispatchError, LockBusy, TaskNotFound
+from .events import EventLog
+from .layout import Layout, ensure_state_ignored
+from .scheduling import pick_next
+from .store import TaskStore, open_store
+from .supervisor import (
+    ProcessKey,
+    WorkerHandle,
+    find_process,
+    kill_tree,
+    marked_processes,
+    repo_marker,
+    start_worker,
+    worker_marker,
+)
+from .tasks import Task
+from .workers import (
+    Verdict,
+    attempt_files,
+    judge,
+    protected_paths,
+    retry_or_fail,
+    task_instructions,
+    worker_argv,
+    write_task_file,
+)
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[dict[str, Any]], None]
+
+
+def merge_queue_class() -> Any | None:
+    """``localdispatch.merging.MergeQueue``, or None while that module is not installed."""
+    try:
+        return importlib.import_module("localdispatch.merging").MergeQueue
+    except (ImportError, AttributeError):
+        return None
+
+
+def _suggestions(name: str) -> Callable[..., Any] | None:
+    try:
+        func: Callable[..., Any] = getattr(
+            importlib.import_module("localdispatch.suggestions"), name
+        )
+    except (ImportError, AttributeError):
+        return None
+    return func
+
+
+@contextmanager
+def dispatcher_lock(layout: Layout) -> Iterator[None]:
+    """Hold the one-dispatcher-per-repository lock; LockBusy names the holder if known."""
+    path = layout.locks / "dispatcher.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = load_owner(layout)
+        who = f" (pid {owner['pid']}, started {owner.get('started_at', '?')})" if owner else ""
+        raise LockBusy(
+            f"Another dispatcher is already running on {layout.repo}{who}.",
+            hint=f"Wait for it, or stop it; it holds the lock {path}. Use --status to see it.",
+            path=path,
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@dataclass
+class ActiveRun:
+    """A worker attempt the loop is watching."""
+
+    record: RunRecord
+    task: Task
+    handle: WorkerHandle | None = None
+    deadline: float | None = None
+    timed_out: bool = False
+    exited: bool = False
+    killer: threading.Thread | None = None
+
+
+@dataclass
+class RunSummary:
+    started: int = 0
+    merged: int = 0
+    done: int = 0
+    retried: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    waiting_merges: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Merger:
+    """Every merge-queue call, on one thread, so merges never stall the loop."""
+
+    def __init__(self, config: Config, layout: Layout, wake: queue.Queue[tuple[Any, ...]]) -> None:
+        self._config, self._layout, self._wake = config, layout, wake
+        self._jobs: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        self._outstanding = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="merger", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._outstanding > 0
+
+    def submit(self, kind: str, payload: Any = None) -> None:
+        with self._lock:
+            self._outstanding += 1
+        self._jobs.put((kind, payload))
+
+    def stop(self, wait: float) -> None:
+        self._jobs.put(None)
+        self._thread.join(wait)
+
+    def _run(self) -> None:
+        merge_queue = None
+        while (job := self._jobs.get()) is not None:
+            kind, payload = job
+            try:
+                if merge_queue is None:
+                    merge_queue = self._make_queue()
+                result: Any = (
+                    merge_queue.retry_pending() if kind == "retry" else merge_queue.merge(*payload)
+                )
+                self._wake.put((kind, payload, result, None, time.time()))
+            except Exception as exc:  # reported to the loop, which decides
+                log.exception("merge queue: %s failed", kind)
+                self._wake.put((kind, payload, None, exc, time.time()))
+            finally:
+                with self._lock:
+                    self._outstanding -= 1
+
+    def _make_queue(self) -> Any:
+        cls = merge_queue_class()
+        if cls is None:
+            raise DispatchError("The merge queue (localdispatch.merging) is not installed.")
+        store = open_store(self._config, self._layout)
+        return cls(self._config, self._layout, store, EventLog(self._layout.events))
+
+
+class Dispatcher:
+    """Runs the loop; see the module docstring. Only ``interrupt`` may be called from a
+    signal handler or another thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        layout: Layout,
+        store: TaskStore | None = None,
+        *,
+        workers: int | None = None,
+        max_tasks: int | None = None,
+        until_idle: bool = False,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.config, self.layout = config, layout
+        self.store = store or open_store(config, layout)
+        self.events = EventLog(layout.events)
+        self.slots = max(1, workers or config.num_workers)
+        self.max_tasks, self.until_idle = max_tasks, until_idle
+        self.reporter = reporter
+        self.summary = RunSummary()
+        self.state = StateFile(layout)
+        self._wake: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._runs: dict[int, ActiveRun] = {}
+        self._merging: dict[str, ActiveRun] = {}
+        self._merger: _Merger | None = None
+        self._interrupts = 0
+        self._last_retry = 0.0
+        self._retry_progress = True
+        self._suggestions_seen: tuple[int, int] | None = None
+
+    # ---- public ---------------------------------------------------------------------------
+    def interrupt(self) -> int:
+        """Ctrl+C: the first stops new work, the second kills the workers. Thread-safe."""
+        self._interrupts += 1
+        self._wake.put(("interrupt",))
+        return self._interrupts
+
+    def run(self) -> RunSummary:
+        with dispatcher_lock(self.layout):
+            ensure_state_ignored(self.layout)
+            self.state.claim_owner()
+            clean = False
+            try:
+                self._recover()
+                self._loop()
+                clean = True
+            finally:
+                self._shutdown(clean)
+        return self.summary
+
+    # ---- the loop -------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            self._drain(self._wait_timeout())
+            if self._interrupts >= 2:
+                self.summary.interrupted = True
+                return
+            self._check_timeouts()
+            self._maybe_ingest()
+            self._maybe_retry_pending()
+            if self._interrupts == 0 and not self._quota_reached():
+                self._fill_slots()
+            if self._should_exit():
+                self.summary.interrupted = self._interrupts > 0
+                return
+
+    def _wait_timeout(self) -> float:
+        timeout = self.config.poll_interval_secs
+        now = time.monotonic()
+        for run in self._runs.values():
+            if run.deadline is not None and not run.timed_out:
+                timeout = min(timeout, max(0.0, run.deadline - now))
+        return timeout
+
+    def _drain(self, timeout: float) -> None:
+        """Handle everything that has happened, waiting up to ``timeout`` for the first."""
+        try:
+            item = self._wake.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(item)
+            try:
+                item = self._wake.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind in ("exit", "killed"):
+            run = self._runs.get(item[1])
+            if run is None or run.handle is not item[2]:
+                return
+            run.exited = True
+            # After a timeout the tree is gone only when the killer says so.
+            if kind == "killed" or run.killer is None:
+                del self._runs[item[1]]
+                self._finish(run)
+        elif kind == "merge":
+            self._merge_done(item[1], item[2], item[3], item[4])
+        elif kind == "retry":
+            self._retry_done(item[2], item[3])
+        elif kind == "interrupt" and self._interrupts == 1:
+            self._report("stopping", running=len(self._runs))
+
+    def _quota_reached(self) -> bool:
+        return self.max_tasks is not None and self.summary.started >= self.max_tasks
+
+    def _should_exit(self) -> bool:
+        if self._runs or self._merging or (self._merger is not None and self._merger.busy):
+            return False
+        if self._interrupts or self._quota_reached():
+            return True
+        if not self.until_idle or self._retry_progress:
+            return False
+        return not pick_next(self.store.all(), [], self.slots)
+
+    # ---- starting -------------------------------------------------------------------------
+    def _fill_slots(self) -> None:
+        free = [slot for slot in range(1, self.slots + 1) if slot not in self._runs]
+        if not free:
+            return
+        tasks = self.store.all()
+        index = {task.id: task for task in tasks}
+        busy = [
+            index[r.task.id]
+            for r in [*self._runs.values(), *self._merging.values()]
+            if r.task.id in index
+        ]
+        for slot, task in zip(free, pick_next(tasks, busy, len(free)), strict=False):
+            if self._quota_reached():
+                return
+            self._start(slot, task)
+
+    def _start(self, slot: int, task: Task) -> None:
+        attempt = task.attempts + 1
+        branch = gitops.task_branch(task)
+        changes: dict[str, Any] = {"attempts": attempt}
+        if task.kind != "conflict":
+            changes["branch"] = branch
+        claimed = self.store.claim(task.id, **changes)
+        if claimed is None:
+            return
+        try:
+            run = self._launch(slot, claimed, branch, attempt)
+        except (DispatchError, OSError):
+            # Not the task's fault (a missing program, a missing base branch): put it back
+            # as it was and stop, since every other task would fail the same way.
+            self.store.update(task.id, status="open", attempts=task.attempts)
+            raise
+        self._runs[slot] = run
+        self.summary.started += 1
+        self.state.save(self._records())
+        self._emit(
+            "start",
+            slot=slot,
+            task=task.id,
+            title=task.title,
+            branch=branch,
+            attempt=attempt,
+            pid=run.record.pid,
+            log=run.record.log,
+            started_at=run.record.started_at,
+        )
+
+    def _launch(self, slot: int, task: Task, branch: str, attempt: int) -> ActiveRun:
+        repo, base = self.layout.repo, self.config.branch
+        worktree = self.layout.slot_worktree(slot)
+        if task.kind == "conflict":
+            start_commit = gitops.prepare_conflict_worktree(repo, worktree, base, branch)
+        else:
+            start_commit = gitops.prepare_task_worktree(repo, worktree, base, branch)
+        files = attempt_files(self.layout, task, attempt)
+        text = task_instructions(
+            task,
+            branch=branch,
+            base=base,
+            protected=protected_paths(self.config, self.layout),
+            suggestions_file=self.config.suggested_tasks_file,
+        )
+        write_task_file(files.task_file, text)
+        argv = worker_argv(
+            self.config,
+            task,
+            task_file=files.task_file,
+            worktree=worktree,
+            branch=branch,
+            history_dir=files.history_dir,
+        )
+        marker = worker_marker(repo, slot, task.id)
+        record = RunRecord(
+            slot=slot,
+            task_id=task.id,
+            kind=task.kind,
+            branch=branch,
+            start_commit=start_commit,
+            worktree=str(worktree),
+            log=str(files.log),
+            attempt=attempt,
+            marker=marker,
+        )
+        run = ActiveRun(record=record, task=task)
+        handle = start_worker(
+            f"{self.layout.worktree_prefix}{slot}",
+            argv,
+            cwd=worktree,
+            log_path=files.log,
+            marker=marker,
+            on_exit=lambda h: self._wake.put(("exit", slot, h)),
+        )
+        run.handle = handle
+        record.pid, record.create_time = handle.key.pid, handle.key.create_time
+        record.started_at = handle.started
+        if self.config.worker_timeout_secs > 0:
+            run.deadline = time.monotonic() + self.config.worker_timeout_secs
+        return run
+
+    # ---- finishing ------------------------------------------------------------------------
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        for slot, run in self._runs.items():
+            if run.handle is not None:
+                run.handle.observe()
+            if run.deadline is None or run.timed_out or now < run.deadline:
+                continue
+            run.timed_out = True
+            self._emit(
+                "kill",
+                slot=slot,
+                task=run.task.id,
+                pid=run.record.pid,
+                reason=f"timeout after {self.config.worker_timeout_secs:g} s",
+            )
+            run.killer = threading.Thread(
+                target=self._kill_and_report, args=(slot, run), name=f"kill-{slot}", daemon=True
+            )
+            run.killer.start()
+
+    def _kill_and_report(self, slot: int, run: ActiveRun) -> None:
+        assert run.handle is not None
+        run.handle.kill(self.config.worker_kill_grace_secs)
+        self._wake.put(("killed", slot, run.handle))
+
+    def _finish(self, run: ActiveRun) -> None:
+        """Judge a finished attempt by its commits and act on the verdict."""
+        record, handle = run.record, run.handle
+        worktree = Path(record.worktree)
+        self._harvest(worktree, record.task_id)
+        commits = self._collect(record)
+        task = self._current(record.task_id) or run.task
+        verdict = judge(
+            task,
+            commits=len(commits),
+            timed_out=run.timed_out,
+            exit_code=handle.returncode if handle else None,
+            timeout_secs=self.config.worker_timeout_secs,
+            max_retries=self.config.max_worker_retries,
+            auto_merge=self.config.auto_merge_worktrees,
+            log_path=record.log,
+        )
+        exited_at = handle.exited_at if handle and handle.exited_at else time.time()
+        self._emit(
+            "finish",
+            slot=record.slot,
+            task=record.task_id,
+            commits=len(commits),
+            exit_code=handle.returncode if handle else None,
+            timed_out=run.timed_out,
+            exited_at=exited_at,
+            secs=round(exited_at - record.started_at, 3),
+            outcome=verdict.outcome,
+            reason=verdict.reason,
+        )
+        self._apply(run, task, verdict)
+
+    def _collect(self, record: RunRecord) -> list[str]:
+        worktree = Path(record.worktree)
+        if record.kind == "conflict" and gitops.finish_merge(worktree):
+            log.info("task %s: committed the merge its worker resolved", record.task_id)
+        commits = gitops.commits_between(self.layout.repo, record.start_commit, record.branch)
+        gitops.release_worktree(worktree)
+        return commits
+
+    def _apply(self, run: ActiveRun, task: Task, verdict: Verdict) -> None:
+        if verdict.outcome == "merge":
+            self._send_to_merge(run)
+            return
+        if verdict.outcome == "done":
+            self.store.close(task.id, reason=verdict.reason)
+            self.summary.done += 1
+            self._emit("done", task=task.id, branch=run.record.branch, reason=verdict.reason)
+        else:
+            self._fail(task, verdict)
+        self.state.save(self._records())
+
+    def _fail(self, task: Task, verdict: Verdict) -> None:
+        if verdict.outcome == "failed":
+            self.store.close(task.id, reason=verdict.reason, status="failed")
+            self.summary.failed += 1
+            self._emit("failed", task=task.id, reason=verdict.reason)
+        else:
+            self.store.update(task.id, status="open", closed_reason=verdict.reason)
+            self.summary.retried += 1
+            self._emit("retry", task=task.id, attempts=task.attempts, reason=verdict.reason)
+
+    def _send_to_merge(self, run: ActiveRun) -> None:
+        run.record.phase = "merging"
+        self._merging[run.record.task_id] = run
+        self.state.save(self._records())
+        merger = self._ensure_merger()
+        task = self._current(run.record.task_id) or run.task
+        merger.submit("merge", (task, run.record.branch))
+
+    def _ensure_merger(self) -> _Merger:
+        if self._merger is None:
+            if merge_queue_class() is None:
+                raise DispatchError(
+                    "Finished work cannot be merged: the merge queue (localdispatch.merging) "
+                    "is not installed in this version.",
+                    hint='Set "auto_merge_worktrees": false to leave branches for you to merge.',
+                    key="auto_merge_worktrees",
+                )
+            self._merger = _Merger(self.config, self.layout, self._wake)
+        return self._merger
+
+    def _merge_done(self, payload: Any, outcome: Any, error: Exception | None, at: float) -> None:
+        task, branch = payload
+        run = self._merging.pop(task.id, None)
+        status = getattr(outcome, "status", "failed") if error is None else "error"
+        message = getattr(outcome, "message", "") if error is None else str(error)
+        self._emit(
+            "merge_outcome",
+            task=task.id,
+            branch=branch,
+            status=status,
+            message=message,
+            commit=getattr(outcome, "commit", None),
+            done_at=at,
+            conflict_task=getattr(outcome, "conflict_task_id", None),
+        )
+        if status == "merged":
+            self.summary.merged += 1
+        elif status in ("rejected", "error"):
+            self._reject(task.id, message)
+        self._retry_progress = True
+        if run is not None:
+            self.state.save(self._records())
+
+    def _retry_done(self, outcomes: Any, error: Exception | None) -> None:
+        progress = False
+        for outcome in outcomes or []:
+            self._emit(
+                "merge_outcome",
+                task=outcome.task_id,
+                branch=outcome.branch,
+                status=outcome.status,
+                message=outcome.message,
+                commit=outcome.commit,
+                done_at=time.time(),
+                retried=True,
+            )
+            progress = progress or outcome.status != "waiting"
+            if outcome.status == "merged":
+                self.summary.merged += 1
+            if outcome.status == "rejected":
+                self._reject(outcome.task_id, outcome.message)
+        if error is not None:
+            log.warning("retrying pending merges failed: %s", error)
+        self._retry_progress = progress
+
+    def _reject(self, task_id: str, message: str) -> None:
+        """A merge the queue refused (test gate, protected path): a failed attempt."""
+        task = self._current(task_id)
+        if task is None or task.status != "in_progress":
+            return
+        self._fail(
+            task, retry_or_fail(task, f"merge rejected: {message}", self.config.max_worker_retries)
+        )
+
+    # ---- periodic chores ------------------------------------------------------------------
+    def _maybe_retry_pending(self) -> None:
+        if merge_queue_class() is None or not self.config.auto_merge_worktrees:
+            self._retry_progress = False
+            return
+        now = time.monotonic()
+        merger = self._ensure_merger()
+        if merger.busy or now - self._last_retry < self.config.poll_interval_secs:
+            return
+        self._last_retry = now
+        merger.submit("retry")
+
+    def _maybe_ingest(self) -> None:
+        path = self.layout.suggested_tasks
+        try:
+            info = path.stat()
+        except OSError:
+            return
+        seen = (info.st_size, info.st_mtime_ns)
+        if seen == self._suggestions_seen or info.st_size == 0:
+            self._suggestions_seen = seen
+            return
+        self._suggestions_seen = seen
+        ingest = _suggestions("ingest")
+        if ingest is None:
+            return
+        try:
+            added = ingest(self.config, self.layout, self.store)
+        except DispatchError as exc:
+            log.warning("could not ingest %s: %s", path, exc)
+            return
+        self._retry_progress = True
+        self._emit("ingest", file=str(path), added=_count(added))
+
+    def _harvest(self, worktree: Path, task_id: str) -> None:
+        harvest = _suggestions("harvest_worktree_suggestions")
+        if harvest is None:
+            return
+        try:
+            harvest(worktree, self.layout, task_id)
+        except DispatchError as exc:
+            log.warning(
+                "task %s: could not harvest suggestions from %s: %s", task_id, worktree, exc
+            )
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _current(self, task_id: str) -> Task | None:
+        try:
+            return self.store.get(task_id)
+        except TaskNotFound:
+            return None
+
+    def _records(self) -> list[RunRecord]:
+        return [run.record for run in [*self._runs.values(), *self._merging.values()]]
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        record = self.events.emit(event, **fields)
+        if self.reporter is not None:
+            self.reporter(record)
+
+    def _report(self, event: str, **fields: Any) -> None:
+        if self.reporter is not None:
+            self.reporter({"event": event, **fields})
+
+    # ---- crash recovery and shutdown --------------------------------------------------------
+    def _recover(self) -> None:
+        """Settle what a previous run left: kill its workers, merge their committed work,
+        put everything else back to open."""
+        records = self.state.load()
+        self._kill_leftovers(records)
+        pending = self._pending_ids()
+        handled: set[str] = set()
+        for record in records:
+            handled.add(record.task_id)
+            task = self._current(record.task_id)
+            if task is None or task.status != "in_progress" or task.id in pending:
+                continue
+            self._settle(record, task)
+        for task in self.store.all():
+            if task.status == "in_progress" and task.id not in handled | pending:
+                self._put_back(task, "orphaned: in progress, but no worker was running it")
+        self._cleanup_git()
+        self.state.save(self._records())
+
+    def _kill_leftovers(self, records: list[RunRecord]) -> None:
+        grace = self.config.worker_kill_grace_secs
+        for record in records:
+            if record.pid is None or record.create_time is None:
+                continue
+            proc = find_process(ProcessKey(record.pid, record.create_time))
+            if proc is not None:
+                pids = kill_tree(proc, grace=grace, marker=record.marker)
+                self._emit(
+                    "kill",
+                    task=record.task_id,
+                    pid=record.pid,
+                    pids=pids,
+                    reason="left running by an earlier dispatcher",
+                )
+        strays = marked_processes(repo_marker(self.layout.repo))
+        if strays:
+            pids = kill_tree(None, grace=grace, known=strays)
+            self._emit("kill", pids=pids, reason="worker processes of an earlier run")
+
+    def _settle(self, record: RunRecord, task: Task) -> None:
+        if record.phase == "running" and Path(record.worktree).exists():
+            commits = self._collect(record)
+        else:  # its worktree may have been reused since: only the branch counts
+            commits = gitops.commits_between(self.layout.repo, record.start_commit, record.branch)
+        if not commits:
+            self._put_back(task, "interrupted: the dispatcher stopped while it ran")
+            return
+        run = ActiveRun(record=record, task=task, exited=True)
+        verdict = judge(
+            task,
+            commits=len(commits),
+            timed_out=False,
+            exit_code=None,
+            timeout_secs=0,
+            max_retries=self.config.max_worker_retries,
+            auto_merge=self.config.auto_merge_worktrees,
+            log_path=record.log,
+        )
+        self._emit(
+            "recovered",
+            task=task.id,
+            branch=record.branch,
+            commits=len(commits),
+            outcome=verdict.outcome,
+        )
+        self._apply(run, task, verdict)
+
+    def _put_back(self, task: Task, reason: str) -> None:
+        self.store.update(task.id, status="open", closed_reason=reason)
+        self._emit("requeue", task=task.id, attempts=task.attempts, reason=reason)
+
+    def _pending_ids(self) -> set[str]:
+        cls = merge_queue_class()
+        if cls is None:
+            return set()
+        merge_queue = cls(self.config, self.layout, self.store, self.events)
+        return set(merge_queue.pending_task_ids())
+
+    def _cleanup_git(self) -> None:
+        keep = {
+            t.branch for t in self.store.all() if t.branch and t.status in ("open", "in_progress")
+        }
+        report = gitops.cleanup_stale(
+            self.layout.repo,
+            self.layout.worktrees,
+            self.layout.worktree_prefix,
+            keep | {r.record.branch for r in self._merging.values()},
+            self.config.branch,
+        )
+        if any(report.values()):
+            self._emit("cleanup", **report)
+
+    def _shutdown(self, clean: bool) -> None:
+        """Leave nothing running. Killed attempts with commits stay recorded for the next run
+        to merge; the others go back to open."""
+        if self._runs:
+            self._abort_runs()
+        if self._merger is not None:
+            self._merger.stop(wait=30 if clean else 5)
+            self._drain(0)
+        self.state.save(self._records())
+        self.state.release_owner()
+
+    def _abort_runs(self) -> None:
+        grace = self.config.worker_kill_grace_secs
+        killers = []
+        for run in self._runs.values():
+            if run.handle is not None and not run.handle.is_done():
+                thread = threading.Thread(target=run.handle.kill, args=(grace,), daemon=True)
+                thread.start()
+                killers.append(thread)
+        for thread in killers:
+            thread.join(grace + 15)
+        for slot, run in list(self._runs.items()):
+            del self._runs[slot]
+            self._emit("kill", slot=slot, task=run.task.id, pid=run.record.pid, reason="stopped")
+            commits = self._collect(run.record)
+            task = self._current(run.task.id) or run.task
+            if commits:
+                run.record.phase = "merging"  # the next run merges it (see _recover)
+                self._merging[task.id] = run
+            else:
+                self.store.update(
+                    task.id,
+                    status="open",
+                    attempts=max(0, task.attempts - 1),
+                    closed_reason="stopped by the user",
+                )
+                self._emit("requeue", task=task.id, reason="stopped by the user")
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return len(value)
+    except TypeError:
+        return 0
