@@ -348,6 +348,10 @@ def _first_json_value(text: str) -> tuple[Any, json.JSONDecodeError | None]:
         try:
             value, _end = decoder.raw_decode(text, match.start())
         except json.JSONDecodeError as exc:
+            if _looks_cut_off(exc):
+                # Every later bracket lies inside this unfinished value: answering with one
+                # of its complete inner objects would hide that the reply was cut off.
+                return None, exc
             error = error or exc
             continue
         # "[1]" in a sentence before the answer decodes too; only an object or a list of
