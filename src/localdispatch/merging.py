@@ -1,0 +1,615 @@
+"""The merge queue: finished branches land in the base branch one at a time, safely.
+
+One merge, under the merge slot (a ``filelock`` lock in .dispatch/locks that the operating
+system releases if its holder dies):
+
+1. read the tips of the base branch and the task branch;
+2. path gate: the files the branch changed (``git diff --name-only base...branch``) against
+   the protected patterns;
+3. merge the branch into the base tip in the integration worktree (.dispatch/integration, a
+   detached HEAD that nothing else uses; never the user's checkout). A conflict is aborted and
+   checked away; with ``on_conflict: "auto_rebase"`` a rebase is tried first; otherwise a
+   conflict task is created and the branch waits in pending_merges.json;
+4. test gate on the merged tree;
+5. move the base branch from the old tip to the merge, as a compare-and-swap. If a checkout
+   that is not ours has the base branch checked out, the move is ``git merge --ff-only`` *in
+   that checkout*: git moves the branch and the files together and refuses when a local
+   change, an untracked or an ignored file would be overwritten; the merge then waits and
+   says which files. If the base moved meanwhile (the user committed), the merge is redone;
+6. records: the task is done with its merged commit, the branch deleted, the events logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+from filelock import FileLock, Timeout
+
+from .config import Config
+from .errors import DispatchError, GitError, TaskNotFound
+from .events import EventLog
+from .gitcmd import run_git
+from .integration import (
+    Advance,
+    IntegrationTree,
+    Worktree,
+    advance,
+    checked_out,
+    list_worktrees,
+    names,
+)
+from .layout import Layout, ensure_state_ignored
+from .merge_state import MergeState, PendingMerge, Step, next_step
+from .store import TaskDraft, TaskStore
+from .tasks import ACTIVE, Task, by_id, now_iso
+from .test_gate import GateResult, PathGate, describe_hits
+
+log = logging.getLogger(__name__)
+
+OutcomeStatus = Literal["merged", "conflict", "rejected", "waiting", "failed"]
+MAX_BASE_RACES = 5
+
+
+@dataclass
+class MergeOutcome:
+    """What became of one merge. See MergeQueue for what each status means to the caller."""
+
+    task_id: str
+    branch: str
+    status: OutcomeStatus
+    message: str
+    commit: str | None = None
+    conflict_task_id: str | None = None
+
+
+# ---- conflict tasks (pure) ---------------------------------------------------------------
+
+
+def conflict_title(branch: str) -> str:
+    return f"Resolve merge conflict: {branch}"
+
+
+def conflict_description(task: Task, base: str, entry: PendingMerge) -> str:
+    """The conflict task's text: what conflicted, where, and the steps to resolve it."""
+    files = entry.files or ["(git named no file; run the merge to see them)"]
+    return "\n".join(
+        [
+            f"Merging branch {entry.branch} (task {task.id}: {task.title}) into {base} "
+            "stopped on a merge conflict.",
+            "",
+            f"Branch: {entry.branch} (at {entry.branch_commit})",
+            f"Base commit: {entry.base_commit} (the tip of {base} the merge was tried on)",
+            "Conflicting files:",
+            *(f"- {name}" for name in files),
+            "",
+            f"Steps, in a worktree on branch {entry.branch}:",
+            f"1. Merge the base into the branch: git merge {base}",
+            "2. Resolve the conflicts in the files above, keeping the intent of both sides, "
+            "and remove every conflict marker.",
+            "3. Commit the merge on the branch: git add <files> and git commit --no-edit. "
+            "Do not rebase, reset or rename the branch.",
+            f"When this task is closed, merging {entry.branch} into {base} is retried; "
+            f"once it lands, task {task.id} is done.",
+        ]
+    )
+
+
+# ---- the queue -----------------------------------------------------------------------------
+
+
+class MergeQueue:
+    """Merges finished task branches into ``config.branch``, one at a time.
+
+    Outcomes (of ``merge`` and of ``retry_pending``):
+
+    - ``merged``: the base moved to ``commit``; the task is done with ``merged_commit``.
+    - ``conflict``: nothing moved; a conflict task ``conflict_task_id`` was created, the task
+      stays in_progress and its branch waits until that task is closed.
+    - ``rejected``: the path gate or the test gate refused the branch; the task's status is
+      unchanged and the caller counts it as a failed attempt. ``message`` says why.
+    - ``waiting``: the base cannot move yet (``message`` says why); the merge is retried by
+      ``retry_pending`` and the task stays in_progress.
+    - ``failed``: the task was marked failed (merges exhausted, branch gone, ...).
+    """
+
+    def __init__(self, config: Config, layout: Layout, store: TaskStore, events: EventLog) -> None:
+        self.config = config
+        self.layout = layout
+        self.store = store
+        self.events = events
+        self.base = config.branch
+        self.state = MergeState(layout.pending_merges, layout.locks / "pending_merges.lock")
+        self.path_gate = PathGate(config.protected_paths or layout.default_protected_paths())
+        # Long enough to wait behind the longest merge another process may be doing.
+        self.slot_timeout = config.test_timeout_secs + 120.0
+        self._slot_lock = FileLock(str(layout.locks / "merge_slot.lock"))
+        self._thread_lock = threading.RLock()
+        self._tree: IntegrationTree | None = None
+
+    # -- the interface the dispatcher uses -------------------------------------------------
+    def merge(self, task: Task, branch: str) -> MergeOutcome:
+        """Merge ``branch`` (the work of ``task``) into the base branch."""
+        log.info("task %s: merging %s into %s", task.id, branch, self.base)
+        with self.slot() as held:
+            if not held:
+                reason = f"the merge slot {self._slot_lock.lock_file} stayed busy"
+                return self._wait(task, branch, reason)
+            with self.state.edit() as book:
+                # The journal entry: a crash from here on leaves the task pending, not lost.
+                book.put(PendingMerge(task.id, branch, "merging", "merging", now_iso()))
+            return self._guarded(task, branch, None)
+
+    def retry_pending(self) -> list[MergeOutcome]:
+        """Move every pending merge on as far as it can go; called every dispatcher tick.
+
+        Returns the outcomes that changed something (a merge still waiting for the same
+        reason is not repeated).
+        """
+        book = self.state.read()
+        if not book.pending and not book.delete_later:
+            return []
+        if not book.delete_later and not any(s.action != "skip" for _, s in self._plan()):
+            return []
+        outcomes: list[MergeOutcome] = []
+        with self.slot() as held:
+            if not held:
+                return []
+            for entry, step in self._plan():  # again: another process may have moved on
+                outcome = self._act(entry, step)
+                if outcome is not None:
+                    outcomes.append(outcome)
+            self._delete_deferred()
+        return outcomes
+
+    def pending_task_ids(self) -> set[str]:
+        """Tasks whose branch waits in the queue; they stay in_progress meanwhile."""
+        return {entry.task for entry in self.state.read().pending}
+
+    def pending(self) -> list[dict[str, object]]:
+        """Pending merges for ``--status``: task, branch, state, reason, since, ..."""
+        return [entry.public() for entry in self.state.read().pending]
+
+    @contextmanager
+    def slot(self) -> Iterator[bool]:
+        """Hold the merge slot; yields False if another process kept it past slot_timeout."""
+        with self._thread_lock:
+            if not self.config.merge_slot:
+                yield True
+                return
+            self.layout.locks.mkdir(parents=True, exist_ok=True)
+            try:
+                self._slot_lock.acquire(timeout=self.slot_timeout)
+            except Timeout:
+                log.warning(
+                    "merge slot %s busy for %.0f s", self._slot_lock.lock_file, self.slot_timeout
+                )
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                self._slot_lock.release()
+
+    # -- one merge -------------------------------------------------------------------------
+    def _guarded(self, task: Task, branch: str, resume: PendingMerge | None) -> MergeOutcome:
+        """Land the branch; an unexpected git failure leaves it waiting, never lost."""
+        started = time.perf_counter()
+        try:
+            outcome = self._land(task, branch, resume)
+        except (DispatchError, OSError, subprocess.SubprocessError) as exc:
+            log.error("task %s: merging %s failed: %s", task.id, branch, exc)
+            self.events.emit("merge_error", task=task.id, branch=branch, error=str(exc))
+            if self._tree is not None:
+                self._tree.forget()
+            outcome = self._wait(task, branch, f"the merge stopped on an error: {exc}")
+        log.info(
+            "task %s: %s %s in %.0f ms",
+            task.id,
+            branch,
+            outcome.status,
+            (time.perf_counter() - started) * 1000,
+        )
+        return outcome
+
+    def _land(self, task: Task, branch: str, resume: PendingMerge | None) -> MergeOutcome:
+        for _ in range(MAX_BASE_RACES):
+            base_sha, branch_sha = self._tips(branch)
+            if branch_sha is None:
+                return self._fail(task, branch, f"its branch {branch} no longer exists")
+            if (
+                resume is not None
+                and resume.merged_commit
+                and (
+                    resume.base_commit,
+                    resume.branch_commit,
+                )
+                == (base_sha, branch_sha)
+            ):
+                # Nothing moved since the merge was made and tested: only the base must move.
+                merged, note = resume.merged_commit, ""
+            else:
+                hits = self.path_gate.hits(self._changed_files(base_sha, branch_sha))
+                if hits:
+                    why = f"{branch} changes protected paths: {describe_hits(hits)}"
+                    return self._reject(task, branch, why)
+                landed = self._merge_or_rebase(task, branch, base_sha, branch_sha)
+                if isinstance(landed, MergeOutcome):
+                    return landed
+                merged, branch_sha, note = landed
+                gate = self._run_gate(task, branch, merged) if merged != base_sha else None
+                if gate is not None and not gate.passed:
+                    tail = f"\nEnd of the test output ({gate.log_path}):\n{gate.tail}"
+                    return self._reject(task, branch, f"{gate.summary}", detail=tail)
+            advance = self._advance(base_sha, merged)
+            if advance.base_moved:
+                resume = None
+                continue
+            if not advance.moved:
+                return self._wait(task, branch, advance.reason, base_sha, branch_sha, merged)
+            return self._finish(task, branch, merged, branch_sha, list(advance.trees), note)
+        return self._wait(task, branch, f"{self.base} kept moving during {MAX_BASE_RACES} tries")
+
+    def _tips(self, branch: str) -> tuple[str, str | None]:
+        base_ref, branch_ref = f"refs/heads/{self.base}", f"refs/heads/{branch}"
+        out = run_git(
+            ["for-each-ref", "--format=%(objectname) %(refname)", base_ref, branch_ref],
+            self.layout.repo,
+        ).stdout
+        tips: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition(" ")
+            tips[ref] = sha
+        if base_ref not in tips:
+            raise GitError(
+                f"The base branch {self.base!r} does not exist in {self.layout.repo}.",
+                hint='Create it, or set "branch" in dispatch_config.json to the right one.',
+                key="branch",
+            )
+        return tips[base_ref], tips.get(branch_ref)
+
+    def _advance(self, old: str, new: str) -> Advance:
+        return advance(self.layout.repo, self.base, old, new, self.layout.state / "integration")
+
+    def _changed_files(self, base_sha: str, branch_sha: str) -> list[str]:
+        # --no-renames: a renamed protected file must show up under its old name too.
+        out = run_git(
+            ["diff", "--name-only", "--no-renames", "-z", f"{base_sha}...{branch_sha}"],
+            self.layout.repo,
+        ).stdout
+        return [name for name in out.split("\0") if name]
+
+    def _integration(self, base_sha: str) -> IntegrationTree:
+        if self._tree is None:
+            ensure_state_ignored(self.layout)
+            git_args = ["-c", f"core.hooksPath={self.layout.state / 'no-hooks'}"]
+            git_args += ["-c", "rerere.enabled=false", *self._identity()]
+            self._tree = IntegrationTree(
+                self.layout.repo, self.layout.state / "integration", git_args
+            )
+        self._tree.ensure(base_sha)
+        return self._tree
+
+    def _identity(self) -> list[str]:
+        """``-c user.*`` for what the repository lacks: CI machines have no git identity."""
+        out = run_git(
+            ["config", "--get-regexp", r"^user\.(name|email)$"], self.layout.repo, check=False
+        ).stdout
+        have = {line.split(" ", 1)[0].lower() for line in out.splitlines()}
+        args = []
+        if "user.name" not in have:
+            args += ["-c", "user.name=localdispatch"]
+        if "user.email" not in have:
+            args += ["-c", "user.email=localdispatch@localhost"]
+        return args
+
+    def _merge_or_rebase(
+        self, task: Task, branch: str, base_sha: str, branch_sha: str
+    ) -> tuple[str, str, str] | MergeOutcome:
+        """(merge commit, branch tip, note) or the outcome that ends this merge."""
+        tree = self._integration(base_sha)
+        tree.reset(base_sha)
+        message = f"Merge {branch} ({task.id}: {task.title[:60]})"
+        step = tree.merge(branch_sha, message, base_sha)
+        if step.head is not None:
+            return step.head, branch_sha, ""
+        if step.error is not None:
+            return self._reject(task, branch, f"git could not merge {branch}: {step.error}")
+        if self.config.on_conflict == "auto_rebase":
+            rebased = self._rebase(tree, task, branch, base_sha, branch_sha, message)
+            if rebased is not None:
+                return rebased
+        return self._conflict(task, branch, base_sha, branch_sha, step.conflicts)
+
+    def _rebase(
+        self,
+        tree: IntegrationTree,
+        task: Task,
+        branch: str,
+        base_sha: str,
+        branch_sha: str,
+        message: str,
+    ) -> tuple[str, str, str] | None:
+        new_tip = tree.rebase(branch_sha, base_sha)
+        ok = new_tip is not None
+        self.events.emit("merge_rebase", task=task.id, branch=branch, ok=ok, base_commit=base_sha)
+        if new_tip is None:
+            log.info("task %s: rebasing %s onto %s conflicts too", task.id, branch, self.base)
+            return None
+        tree.reset(base_sha)
+        step = tree.merge(new_tip, message, base_sha)
+        if step.head is None:
+            return None
+        if not checked_out(branch, list_worktrees(self.layout.repo)):
+            # Move the branch to its rebased commits so it reads as merged; a branch that a
+            # worktree has checked out is left alone (moving it would dirty that worktree).
+            ref = f"refs/heads/{branch}"
+            if (
+                run_git(
+                    ["update-ref", ref, new_tip, branch_sha], self.layout.repo, check=False
+                ).returncode
+                == 0
+            ):
+                branch_sha = new_tip
+        return step.head, branch_sha, f" after rebasing it onto {base_sha[:12]}"
+
+    def _run_gate(self, task: Task, branch: str, merged: str) -> GateResult | None:
+        argv = self.config.test_argv()
+        if not argv:
+            return None
+        assert self._tree is not None
+        log_path = self.layout.logs / "merges" / f"{task.id}-test.log"
+        gate = self._tree.run_gate(argv, self.config.test_timeout_secs, log_path)
+        self.events.emit(
+            "test_gate",
+            task=task.id,
+            branch=branch,
+            commit=merged,
+            passed=gate.passed,
+            exit_code=gate.exit_code,
+            timed_out=gate.timed_out,
+            seconds=round(gate.seconds, 3),
+            log=str(gate.log_path),
+        )
+        return gate
+
+    # -- how a merge ends ------------------------------------------------------------------
+    def _finish(
+        self,
+        task: Task,
+        branch: str,
+        commit: str,
+        branch_sha: str,
+        trees: list[Worktree],
+        note: str,
+    ) -> MergeOutcome:
+        reason = f"merged into {self.base} as {commit[:12]}{note}"
+        self._mark(task.id, status="done", merged_commit=commit, closed_reason=reason)
+        defer = self.config.delete_merged_branches and checked_out(branch, trees)
+        with self.state.edit() as book:
+            # Tasks waiting on the same branch (the original of a conflict task) landed too.
+            riders = [e.task for e in book.pending if e.branch == branch and e.task != task.id]
+            book.pending = [e for e in book.pending if e.branch != branch]
+            for task_id in (task.id, *riders):
+                book.attempts.pop(task_id, None)
+            if defer:
+                book.delete_later[branch] = branch_sha
+        for task_id in riders:
+            self._mark(
+                task_id, status="done", merged_commit=commit, closed_reason=reason, only_active=True
+            )
+        if self.config.delete_merged_branches and not defer:
+            self._delete_branch(branch, branch_sha)
+        self.events.emit(
+            "merge",
+            task=task.id,
+            branch=branch,
+            commit=commit,
+            base=self.base,
+            also=riders,
+            note=note,
+        )
+        return MergeOutcome(task.id, branch, "merged", f"{branch} {reason}", commit=commit)
+
+    def _conflict(
+        self, task: Task, branch: str, base_sha: str, branch_sha: str, files: list[str]
+    ) -> MergeOutcome:
+        reason = f"merging {branch} into {self.base} conflicts in {names(files) or 'some files'}"
+        self.events.emit(
+            "merge_conflict", task=task.id, branch=branch, base_commit=base_sha, files=files
+        )
+        if task.kind == "conflict" or not self.config.create_task_on_merge_conflict:
+            # A conflict task whose resolution conflicts again is simply tried again (its
+            # worker merges the new base); with no conflict tasks, the task is redone.
+            return self._reject(task, branch, reason)
+        entry = PendingMerge(
+            task.id,
+            branch,
+            "conflict",
+            reason,
+            now_iso(),
+            base_commit=base_sha,
+            branch_commit=branch_sha,
+            files=files,
+        )
+        with self.state.edit() as book:
+            failures = book.count_failure(task.id)
+            if failures < self.config.max_merge_attempts:
+                book.put(entry)  # before the task exists: a crash now re-creates it
+        if failures >= self.config.max_merge_attempts:
+            return self._fail(task, branch, f"{reason} ({failures} failed merges)")
+        conflict = self._conflict_task(task, entry)
+        message = f"{reason}; {conflict.id} resolves it, and the merge is retried when it is closed"
+        return MergeOutcome(task.id, branch, "conflict", message, conflict_task_id=conflict.id)
+
+    def _conflict_task(self, task: Task, entry: PendingMerge) -> Task:
+        title = conflict_title(entry.branch)
+        found = [
+            t
+            for t in self.store.all()
+            if t.title == title and t.kind == "conflict" and t.status in ACTIVE and t.id != task.id
+        ]
+        conflict = (
+            found[0]
+            if found
+            else self.store.add(
+                TaskDraft(
+                    title=title,
+                    description=conflict_description(task, self.base, entry),
+                    kind="conflict",
+                    priority=max(0, task.priority - 1),
+                    files=entry.files,
+                    discovered_from=task.id,
+                    extra={"branch": entry.branch},
+                )
+            )
+        )
+        with self.state.edit() as book:
+            current = book.entry(task.id)
+            if current is not None:
+                current.conflict_task = conflict.id
+                current.reason = f"{entry.reason}; waiting for {conflict.id} ({title})"
+        self.events.emit(
+            "conflict_task", task=task.id, branch=entry.branch, conflict_task=conflict.id
+        )
+        log.info("task %s: conflict task %s created for %s", task.id, conflict.id, entry.branch)
+        return conflict
+
+    def _reject(self, task: Task, branch: str, reason: str, detail: str = "") -> MergeOutcome:
+        with self.state.edit() as book:
+            failures = book.count_failure(task.id)
+            book.drop(task.id)
+        self.events.emit(
+            "merge_rejected", task=task.id, branch=branch, reason=reason, failures=failures
+        )
+        log.warning("task %s: %s not merged: %s", task.id, branch, reason)
+        if failures >= self.config.max_merge_attempts:
+            return self._fail(task, branch, f"{reason} ({failures} failed merges)")
+        return MergeOutcome(
+            task.id, branch, "rejected", f"{branch} was not merged: {reason}{detail}"
+        )
+
+    def _fail(self, task: Task, branch: str, reason: str) -> MergeOutcome:
+        message = f"Merging {branch} into {self.base} was given up: {reason}."
+        self._mark(task.id, status="failed", closed_reason=message)
+        with self.state.edit() as book:
+            book.drop(task.id)
+            book.attempts.pop(task.id, None)
+        self.events.emit("merge_failed", task=task.id, branch=branch, reason=reason)
+        log.warning("task %s: %s", task.id, message)
+        return MergeOutcome(task.id, branch, "failed", message)
+
+    def _wait(
+        self,
+        task: Task,
+        branch: str,
+        reason: str,
+        base_sha: str | None = None,
+        branch_sha: str | None = None,
+        merged: str | None = None,
+    ) -> MergeOutcome:
+        entry = PendingMerge(
+            task.id,
+            branch,
+            "waiting",
+            reason,
+            now_iso(),
+            base_commit=base_sha,
+            branch_commit=branch_sha,
+            merged_commit=merged,
+        )
+        with self.state.edit() as book:
+            old = book.entry(task.id)
+            book.put(entry)
+        if old is None or old.state != "waiting" or old.reason != reason:
+            self.events.emit("merge_waiting", task=task.id, branch=branch, reason=reason)
+            log.warning("task %s: %s waits: %s", task.id, branch, reason)
+        return MergeOutcome(task.id, branch, "waiting", reason)
+
+    def _mark(self, task_id: str, *, only_active: bool = False, **changes: object) -> None:
+        try:
+            if only_active and self.store.get(task_id).status != "in_progress":
+                return
+            self.store.update(task_id, **changes)
+        except TaskNotFound:
+            log.warning(
+                "task %s no longer exists; not marking it %s", task_id, changes.get("status")
+            )
+
+    def _delete_branch(self, branch: str, sha: str) -> None:
+        # Compare-and-swap: a branch that moved since (new commits) is kept.
+        ref = f"refs/heads/{branch}"
+        if run_git(["update-ref", "-d", ref, sha], self.layout.repo, check=False).returncode:
+            log.info("kept branch %s: it moved after it was merged", branch)
+
+    # -- pending merges --------------------------------------------------------------------
+    def _plan(self) -> list[tuple[PendingMerge, Step]]:
+        book = self.state.read()
+        index = by_id(self.store.all())
+        auto = self.config.auto_retry_merge_on_conflict_close
+        return [
+            (
+                entry,
+                next_step(entry, index.get(entry.task), index.get(entry.conflict_task or ""), auto),
+            )
+            for entry in sorted(book.pending, key=lambda e: e.since)
+        ]
+
+    def _act(self, entry: PendingMerge, step: Step) -> MergeOutcome | None:
+        if step.action == "skip":
+            return None
+        if step.action == "drop":
+            with self.state.edit() as book:
+                book.drop(entry.task)
+            self.events.emit(
+                "merge_dropped", task=entry.task, branch=entry.branch, reason=step.reason
+            )
+            return None
+        task = self.store.get(entry.task)
+        if step.action == "fail":
+            return self._fail(task, entry.branch, step.reason)
+        if step.action == "create_task":
+            conflict = self._conflict_task(task, entry)
+            return MergeOutcome(
+                task.id, entry.branch, "conflict", entry.reason, conflict_task_id=conflict.id
+            )
+        if step.action == "check_merged":
+            return self._merged_by_hand(task, entry)
+        if entry.state == "conflict":
+            self.events.emit(
+                "merge_retry", task=task.id, branch=entry.branch, conflict_task=entry.conflict_task
+            )
+        outcome = self._guarded(task, entry.branch, entry)
+        unchanged = entry.state == "waiting" and outcome.status == "waiting"
+        return None if unchanged and outcome.message == entry.reason else outcome
+
+    def _merged_by_hand(self, task: Task, entry: PendingMerge) -> MergeOutcome | None:
+        """auto_retry off: the conflict task is closed; done once a person merged the branch."""
+        base_sha, branch_sha = self._tips(entry.branch)
+        tip = branch_sha or entry.branch_commit
+        if tip is None:
+            return None
+        ancestor = run_git(
+            ["merge-base", "--is-ancestor", tip, base_sha], self.layout.repo, check=False
+        )
+        if ancestor.returncode != 0:
+            return None
+        return self._finish(
+            task, entry.branch, base_sha, tip, list_worktrees(self.layout.repo), " (merged by hand)"
+        )
+
+    def _delete_deferred(self) -> None:
+        if not self.state.read().delete_later:
+            return
+        trees = list_worktrees(self.layout.repo)
+        with self.state.edit() as book:
+            for branch, sha in list(book.delete_later.items()):
+                if not checked_out(branch, trees):
+                    self._delete_branch(branch, sha)
+                    del book.delete_later[branch]
