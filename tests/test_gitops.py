@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import git
 from localdispatch import gitops
 from localdispatch.errors import GitError
 from localdispatch.tasks import Task
-
-from conftest import git
 
 
 def commit_in(tree: Path, name: str, text: str, message: str = "work") -> str:

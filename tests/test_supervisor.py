@@ -48,8 +48,12 @@ def test_exit_is_reported_at_once_with_output_in_the_log(tmp_path: Path) -> None
     )
     log = tmp_path / "logs" / "w 1.log"
     handle = start_worker(
-        "w1", [sys.executable, "-c", code], cwd=tmp_path, log_path=log,
-        marker="ld-test/1/t-1/abc", on_exit=lambda _h: exited.set(),
+        "w1",
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        log_path=log,
+        marker="ld-test/1/t-1/abc",
+        on_exit=lambda _h: exited.set(),
     )
     assert exited.wait(30)
     assert handle.is_done() and handle.returncode == 3 and handle.exited_at is not None
@@ -64,8 +68,13 @@ def test_a_missing_program_is_a_worker_error(tmp_path: Path) -> None:
     from localdispatch.errors import WorkerError
 
     with pytest.raises(WorkerError, match="cannot start"):
-        start_worker("w1", [str(tmp_path / "no such program")], cwd=tmp_path,
-                     log_path=tmp_path / "x.log", marker="m")
+        start_worker(
+            "w1",
+            [str(tmp_path / "no such program")],
+            cwd=tmp_path,
+            log_path=tmp_path / "x.log",
+            marker="m",
+        )
 
 
 def test_kill_takes_the_grandchild_too(tmp_path: Path) -> None:
@@ -76,8 +85,13 @@ def test_kill_takes_the_grandchild_too(tmp_path: Path) -> None:
         f"open({str(pid_file)!r}, 'w', encoding='utf-8').write(str(p.pid))\n"
         "while True: time.sleep(0.05)\n"
     )
-    handle = start_worker("w1", [sys.executable, "-c", code], cwd=tmp_path,
-                          log_path=tmp_path / "w.log", marker="ld-test/1/t-2/x")
+    handle = start_worker(
+        "w1",
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        log_path=tmp_path / "w.log",
+        marker="ld-test/1/t-2/x",
+    )
     child = psutil.Process(int(wait_for_file(pid_file)))
     child_key = ProcessKey.of(child)
     pids = handle.kill(grace=2)
@@ -95,8 +109,13 @@ def test_an_orphaned_grandchild_is_found_by_its_marker(tmp_path: Path) -> None:
         f"open({str(pid_file)!r}, 'w', encoding='utf-8').write(str(p.pid))\n"
     )
     marker = worker_marker(tmp_path, 1, "t-3")
-    handle = start_worker("w1", [sys.executable, "-c", spawner], cwd=tmp_path,
-                          log_path=tmp_path / "w.log", marker=marker)
+    handle = start_worker(
+        "w1",
+        [sys.executable, "-c", spawner],
+        cwd=tmp_path,
+        log_path=tmp_path / "w.log",
+        marker=marker,
+    )
     assert handle.wait(30)
     orphan = psutil.Process(int(wait_for_file(pid_file)))
     key = ProcessKey.of(orphan)
@@ -118,8 +137,13 @@ def test_a_normal_exit_takes_known_leftovers_with_it(tmp_path: Path) -> None:
         f"open({str(pid_file)!r}, 'w', encoding='utf-8').write(str(p.pid))\n"
         f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
     )
-    handle = start_worker("w1", [sys.executable, "-c", code], cwd=tmp_path,
-                          log_path=tmp_path / "w.log", marker="ld-test/1/t-4/x")
+    handle = start_worker(
+        "w1",
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        log_path=tmp_path / "w.log",
+        marker="ld-test/1/t-4/x",
+    )
     child = psutil.Process(int(wait_for_file(pid_file)))
     key = ProcessKey.of(child)
     handle.observe()
@@ -137,8 +161,13 @@ def test_a_reused_pid_is_never_taken_for_ours() -> None:
 
 
 def test_tree_stats_of_a_running_worker(tmp_path: Path) -> None:
-    handle = start_worker("w1", [sys.executable, "-c", SLEEPER], cwd=tmp_path,
-                          log_path=tmp_path / "w.log", marker="ld-test/1/t-5/x")
+    handle = start_worker(
+        "w1",
+        [sys.executable, "-c", SLEEPER],
+        cwd=tmp_path,
+        log_path=tmp_path / "w.log",
+        marker="ld-test/1/t-5/x",
+    )
     try:
         stats = tree_stats(handle.key, sample_secs=0.05)
         assert stats.processes == 1 and stats.rss_bytes > 0 and stats.cpu_percent >= 0

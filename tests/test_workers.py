@@ -22,7 +22,11 @@ from localdispatch.workers import (
 
 
 def make_task(**fields: object) -> Task:
-    base: dict[str, object] = {"id": "t-3", "title": "Add a parser", "files": ["src/p.py", "b c.py"]}
+    base: dict[str, object] = {
+        "id": "t-3",
+        "title": "Add a parser",
+        "files": ["src/p.py", "b c.py"],
+    }
     base.update(fields)
     return Task(**base)  # type: ignore[arg-type]
 
@@ -30,14 +34,26 @@ def make_task(**fields: object) -> Task:
 def test_aider_argv_is_non_interactive_and_lists_the_files(tmp_path: Path) -> None:
     config = Config(model="ollama_chat/tiny", aider_cmd="aider-not-on-path")
     argv = worker_argv(
-        config, make_task(), task_file=tmp_path / "t.md", worktree=tmp_path / "w",
-        branch="ld/t-3-add-a-parser", history_dir=tmp_path / "h",
+        config,
+        make_task(),
+        task_file=tmp_path / "t.md",
+        worktree=tmp_path / "w",
+        branch="ld/t-3-add-a-parser",
+        history_dir=tmp_path / "h",
     )
     assert argv[0] == "aider-not-on-path"
     assert argv[argv.index("--model") + 1] == "ollama_chat/tiny"
     assert argv[argv.index("--message-file") + 1] == str(tmp_path / "t.md")
-    for flag in ("--yes-always", "--no-check-update", "--no-analytics", "--no-pretty",
-                 "--no-stream", "--no-fancy-input", "--no-gitignore", "--auto-commits"):
+    for flag in (
+        "--yes-always",
+        "--no-check-update",
+        "--no-analytics",
+        "--no-pretty",
+        "--no-stream",
+        "--no-fancy-input",
+        "--no-gitignore",
+        "--auto-commits",
+    ):
         assert flag in argv
     assert argv[argv.index("--encoding") + 1] == "utf-8"
     assert argv[argv.index("--map-tokens") + 1] == "0"
@@ -49,14 +65,39 @@ def test_aider_argv_is_non_interactive_and_lists_the_files(tmp_path: Path) -> No
 
 def test_command_placeholders_per_element(tmp_path: Path) -> None:
     argv = expand_command(
-        ["prog", "--task={task_file}", "{model}", "{worktree}", "{task_id}", "{files}",
-         "--all={files}", '{"json": 1}', "{branch}@{base}"],
-        {"task_file": "T F.md", "model": "m", "worktree": "W", "task_id": "t-1",
-         "branch": "ld/x", "base": "main"},
+        [
+            "prog",
+            "--task={task_file}",
+            "{model}",
+            "{worktree}",
+            "{task_id}",
+            "{files}",
+            "--all={files}",
+            '{"json": 1}',
+            "{branch}@{base}",
+        ],
+        {
+            "task_file": "T F.md",
+            "model": "m",
+            "worktree": "W",
+            "task_id": "t-1",
+            "branch": "ld/x",
+            "base": "main",
+        },
         ["a.py", "b c.py"],
     )
-    assert argv == ["prog", "--task=T F.md", "m", "W", "t-1", "a.py", "b c.py",
-                    "--all=a.py b c.py", '{"json": 1}', "ld/x@main"]
+    assert argv == [
+        "prog",
+        "--task=T F.md",
+        "m",
+        "W",
+        "t-1",
+        "a.py",
+        "b c.py",
+        "--all=a.py b c.py",
+        '{"json": 1}',
+        "ld/x@main",
+    ]
 
 
 def test_files_placeholder_with_no_files_adds_nothing() -> None:
@@ -71,16 +112,22 @@ def test_empty_command_is_refused() -> None:
 def test_command_backend_uses_the_template(tmp_path: Path) -> None:
     config = Config(worker_backend="command", worker_command=["run-me", "{task_id}", "{files}"])
     argv = worker_argv(
-        config, make_task(), task_file=tmp_path / "t.md", worktree=tmp_path,
-        branch="b", history_dir=tmp_path,
+        config,
+        make_task(),
+        task_file=tmp_path / "t.md",
+        worktree=tmp_path,
+        branch="b",
+        history_dir=tmp_path,
     )
     assert argv == ["run-me", "t-3", "src/p.py", "b c.py"]
 
 
 def test_task_text_tells_the_rules(tmp_path: Path) -> None:
     text = task_instructions(
-        make_task(description="Parse it.\nCarefully."), branch="ld/t-3-add-a-parser",
-        base="main", protected=["dispatch_config.json", ".dispatch/**"],
+        make_task(description="Parse it.\nCarefully."),
+        branch="ld/t-3-add-a-parser",
+        base="main",
+        protected=["dispatch_config.json", ".dispatch/**"],
     )
     assert text.startswith("# Task t-3: Add a parser\n")
     assert "Parse it.\nCarefully." in text
@@ -94,12 +141,16 @@ def test_task_text_tells_the_rules(tmp_path: Path) -> None:
 def test_task_text_for_a_retry_and_a_conflict() -> None:
     retry = task_instructions(
         make_task(attempts=2, closed_reason="attempt 1 failed: no commit", files=[]),
-        branch="b", base="main", protected=[],
+        branch="b",
+        base="main",
+        protected=[],
     )
     assert "earlier attempt did not succeed (attempt 1 failed: no commit)" in retry
     assert "No files were named" in retry
     conflict = task_instructions(
-        make_task(kind="conflict", branch="ld/t-1-x"), branch="ld/t-1-x", base="main",
+        make_task(kind="conflict", branch="ld/t-1-x"),
+        branch="ld/t-1-x",
+        base="main",
         protected=[],
     )
     assert "Resolve the merge conflict" in conflict and "git merge main" in conflict
@@ -118,9 +169,15 @@ def test_attempt_files_live_outside_the_worktrees(tmp_path: Path) -> None:
 
 
 def verdict(task: Task, **kwargs: object):  # type: ignore[no-untyped-def]
-    args: dict[str, object] = {"commits": 0, "timed_out": False, "exit_code": 0,
-                               "timeout_secs": 30, "max_retries": 2, "auto_merge": True,
-                               "log_path": "w.log"}
+    args: dict[str, object] = {
+        "commits": 0,
+        "timed_out": False,
+        "exit_code": 0,
+        "timeout_secs": 30,
+        "max_retries": 2,
+        "auto_merge": True,
+        "log_path": "w.log",
+    }
     args.update(kwargs)
     return judge(task, **args)  # type: ignore[arg-type]
 

@@ -48,5 +48,3 @@ def commit_files(task_id: str, names: list[str], text: str) -> None:
             handle.write(text)
     git("add", "--", *names)
     git("commit", "-q", "-m", f"{task_id}: edit {', '.join(names)}")
-
-

@@ -12,7 +12,6 @@ import sys
 import time
 
 import psutil
-
 from _common import directives, stamp
 
 SLEEPER = "import time\nwhile True: time.sleep(0.1)\n"
@@ -28,8 +27,11 @@ def main() -> int:
     say = directives(task_file)
     if say.get("detach") == "yes":
         out = subprocess.run(
-            [sys.executable, "-c", SPAWNER, SLEEPER], capture_output=True, text=True,
-            encoding="utf-8", check=True,
+            [sys.executable, "-c", SPAWNER, SLEEPER],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            check=True,
         )
         child_pid = int(out.stdout.split()[0])
     else:

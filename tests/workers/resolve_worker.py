@@ -17,12 +17,23 @@ MARKERS = ("<<<<<<<", "=======", ">>>>>>>")
 def main() -> int:
     task_file, task_id, *files = sys.argv[1:]
     stamp(task_id, event="start")
-    merging = subprocess.run(
-        ["git", "rev-parse", "-q", "--verify", "MERGE_HEAD"], capture_output=True, check=False
-    ).returncode == 0
+    merging = (
+        subprocess.run(
+            ["git", "rev-parse", "-q", "--verify", "MERGE_HEAD"], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     if not merging:
-        subprocess.run([sys.executable, str(Path(__file__).with_name("commit_worker.py")),
-                        task_file, task_id, *files], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("commit_worker.py")),
+                task_file,
+                task_id,
+                *files,
+            ],
+            check=True,
+        )
         return 0
     for name in git("diff", "--name-only", "--diff-filter=U").split():
         path = Path(name)
