@@ -29,6 +29,7 @@ DEFAULT_BUDGET_TOKENS = 4000
 # overestimate only costs a few listed files, an underestimate could overflow the window.
 CHARS_PER_TOKEN = 3
 README_SHARE = 0.2
+README_MAX_CHARS = 2000
 README_MAX_BYTES = 16_384
 RECENT_COMMITS = 30
 SUMMARY_FOLDERS = 10
@@ -198,19 +199,21 @@ def rank_files(
     wanted = goal_words(goal)
     recency = {name: 1.0 - i / max(len(recent), 1) for i, name in enumerate(recent)}
     hints = set(hint_files)
-    # Many files share a folder; match each folder's words once.
-    folder_score: dict[str, int] = {}
+    # Many files share a folder; split each folder into words once.
+    folder_words: dict[str, set[str]] = {}
 
     def score(path: str) -> float:
         folder, _, name = path.rpartition("/")
-        if folder not in folder_score:
-            folder_score[folder] = _matches(wanted, path_words(folder)) if folder else 0
-        matched = max(folder_score[folder], _matches(wanted, path_words(name)))
+        if folder not in folder_words:
+            folder_words[folder] = path_words(folder)
+        matched = _matches(wanted, folder_words[folder] | path_words(name))
         depth = path.count("/")
         value = 10.0 * matched - 0.5 * min(depth, 6)
-        value += 6.0 if depth == 0 else 0.0
+        # Top-level files (README, manifests, entry points) orient the model in any repository,
+        # so they outrank a file that shares one word with the goal.
+        value += 12.0 if depth == 0 else 0.0
         value += 4.0 + 2.0 * recency[path] if path in recency else 0.0
-        value += 20.0 if path in hints else 0.0
+        value += 30.0 if path in hints else 0.0
         return value
 
     return sorted(files, key=lambda p: (-score(p), p))
@@ -281,7 +284,7 @@ def render_context(
     readme_name = None
     if readme is not None:
         readme_name, readme_text = readme
-        excerpt = readme_excerpt(readme_text, int(budget * README_SHARE))
+        excerpt = readme_excerpt(readme_text, min(README_MAX_CHARS, int(budget * README_SHARE)))
         if excerpt:
             sections.append(f"{readme_name} (first lines):\n{excerpt}")
     # The header and the left-out summary are rendered after choosing; reserve their room.
