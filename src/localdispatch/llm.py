@@ -411,7 +411,10 @@ def ask_structured(
                 problem = "the reply was cut off at the model's length limit; be briefer"
         else:
             return StructuredAnswer(value, attempt, list(reply_log.files if reply_log else []))
-        log.warning("reply %d of %s was not a valid %s: %s", attempt, provider.model, what, problem)
+        again = "; asking again" if attempt < max_attempts else ""
+        log.warning(
+            "reply %d of %s was not a valid %s: %s%s", attempt, provider.model, what, problem, again
+        )
         conversation = [
             *messages,
             ChatMessage(role="assistant", content=reply.text[:ECHO_CHARS]),
