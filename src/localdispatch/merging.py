@@ -101,6 +101,14 @@ def conflict_description(task: Task, base: str, entry: PendingMerge) -> str:
     )
 
 
+def _tested_merge(resume: PendingMerge | None, base_sha: str, branch_sha: str) -> str | None:
+    """The merge a waiting entry already made and tested, if neither side moved since."""
+    if resume is None or not resume.merged_commit:
+        return None
+    unchanged = (resume.base_commit, resume.branch_commit) == (base_sha, branch_sha)
+    return resume.merged_commit if unchanged else None
+
+
 # ---- the queue -----------------------------------------------------------------------------
 
 
@@ -129,7 +137,9 @@ class MergeQueue:
         self.path_gate = PathGate(config.protected_paths or layout.default_protected_paths())
         # Long enough to wait behind the longest merge another process may be doing.
         self.slot_timeout = config.test_timeout_secs + 120.0
-        self._slot_lock = FileLock(str(layout.locks / "merge_slot.lock"))
+        self.slot_path = layout.locks / "merge_slot.lock"
+        self.integration_path = layout.state / "integration"
+        self._slot_lock = FileLock(str(self.slot_path))
         self._thread_lock = threading.RLock()
         self._tree: IntegrationTree | None = None
 
@@ -139,7 +149,7 @@ class MergeQueue:
         log.info("task %s: merging %s into %s", task.id, branch, self.base)
         with self.slot() as held:
             if not held:
-                reason = f"the merge slot {self._slot_lock.lock_file} stayed busy"
+                reason = f"the merge slot {self.slot_path} stayed busy (another merge is running)"
                 return self._wait(task, branch, reason)
             with self.state.edit() as book:
                 # The journal entry: a crash from here on leaves the task pending, not lost.
@@ -223,38 +233,37 @@ class MergeQueue:
             base_sha, branch_sha = self._tips(branch)
             if branch_sha is None:
                 return self._fail(task, branch, f"its branch {branch} no longer exists")
-            if (
-                resume is not None
-                and resume.merged_commit
-                and (
-                    resume.base_commit,
-                    resume.branch_commit,
-                )
-                == (base_sha, branch_sha)
-            ):
-                # Nothing moved since the merge was made and tested: only the base must move.
-                merged, note = resume.merged_commit, ""
-            else:
-                hits = self.path_gate.hits(self._changed_files(base_sha, branch_sha))
-                if hits:
-                    why = f"{branch} changes protected paths: {describe_hits(hits)}"
-                    return self._reject(task, branch, why)
-                landed = self._merge_or_rebase(task, branch, base_sha, branch_sha)
-                if isinstance(landed, MergeOutcome):
-                    return landed
-                merged, branch_sha, note = landed
-                gate = self._run_gate(task, branch, merged) if merged != base_sha else None
-                if gate is not None and not gate.passed:
-                    tail = f"\nEnd of the test output ({gate.log_path}):\n{gate.tail}"
-                    return self._reject(task, branch, f"{gate.summary}", detail=tail)
+            reuse = _tested_merge(resume, base_sha, branch_sha)
+            made = (
+                (reuse, branch_sha, "") if reuse else self._make(task, branch, base_sha, branch_sha)
+            )
+            if isinstance(made, MergeOutcome):
+                return made
+            merged, branch_sha, note = made
             advance = self._advance(base_sha, merged)
             if advance.base_moved:
-                resume = None
+                resume = None  # the user committed meanwhile: merge onto the new tip
                 continue
             if not advance.moved:
                 return self._wait(task, branch, advance.reason, base_sha, branch_sha, merged)
             return self._finish(task, branch, merged, branch_sha, list(advance.trees), note)
         return self._wait(task, branch, f"{self.base} kept moving during {MAX_BASE_RACES} tries")
+
+    def _make(
+        self, task: Task, branch: str, base_sha: str, branch_sha: str
+    ) -> tuple[str, str, str] | MergeOutcome:
+        """Path gate, merge (or rebase), test gate: (merge commit, branch tip, note) or the end."""
+        hits = self.path_gate.hits(self._changed_files(base_sha, branch_sha))
+        if hits:
+            return self._reject(task, branch, f"it changes protected paths: {describe_hits(hits)}")
+        made = self._merge_or_rebase(task, branch, base_sha, branch_sha)
+        if isinstance(made, MergeOutcome) or made[0] == base_sha:  # ended, or already merged
+            return made
+        gate = self._run_gate(task, branch, made[0])
+        if gate is not None and not gate.passed:
+            tail = f"\nEnd of the test output ({gate.log_path}):\n{gate.tail}"
+            return self._reject(task, branch, gate.summary, detail=tail)
+        return made
 
     def _tips(self, branch: str) -> tuple[str, str | None]:
         base_ref, branch_ref = f"refs/heads/{self.base}", f"refs/heads/{branch}"
@@ -275,7 +284,7 @@ class MergeQueue:
         return tips[base_ref], tips.get(branch_ref)
 
     def _advance(self, old: str, new: str) -> Advance:
-        return advance(self.layout.repo, self.base, old, new, self.layout.state / "integration")
+        return advance(self.layout.repo, self.base, old, new, self.integration_path)
 
     def _changed_files(self, base_sha: str, branch_sha: str) -> list[str]:
         # --no-renames: a renamed protected file must show up under its old name too.
@@ -290,9 +299,7 @@ class MergeQueue:
             ensure_state_ignored(self.layout)
             git_args = ["-c", f"core.hooksPath={self.layout.state / 'no-hooks'}"]
             git_args += ["-c", "rerere.enabled=false", *self._identity()]
-            self._tree = IntegrationTree(
-                self.layout.repo, self.layout.state / "integration", git_args
-            )
+            self._tree = IntegrationTree(self.layout.repo, self.integration_path, git_args)
         self._tree.ensure(base_sha)
         return self._tree
 
