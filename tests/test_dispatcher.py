@@ -309,3 +309,32 @@ def test_status_snapshot_while_a_worker_runs(make_env) -> None:  # type: ignore[
     assert worker["task"] == task_id and worker["alive"] and worker["rss_mb"] > 0
     assert worker["elapsed_secs"] is not None
     assert seen["pending_merges"] == [] and seen["merging"] == []
+
+
+def test_finished_work_is_merged_into_the_base_branch(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(auto_merge_worktrees=True)
+    ids = [env.add(f"Task {n}", files=[f"f{n}.txt"]) for n in range(3)]
+    summary = env.dispatcher().run()
+    assert summary.merged == 3
+    for n, task_id in enumerate(ids):
+        task = env.store.get(task_id)
+        assert task.status == "done" and task.merged_commit
+        assert git(env.repo, "show", f"main:f{n}.txt") == f"{task_id} was here"
+    assert [e["status"] for e in env.events("merge_outcome")] == ["merged"] * 3
+    assert git(env.repo, "status", "--porcelain") == ""
+
+
+def test_a_conflict_becomes_a_task_and_the_merge_is_retried_after_it(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env("resolve_worker.py", auto_merge_worktrees=True, num_workers=2)
+    # No files declared, so both run at once and both append to the same file.
+    first = env.add("Edit shared A", description="@write: shared.txt\n@sleep: 0.2")
+    second = env.add("Edit shared B", description="@write: shared.txt\n@sleep: 0.2")
+    env.dispatcher().run()
+    tasks = env.store.all()
+    conflicts = [t for t in tasks if t.kind == "conflict"]
+    assert len(conflicts) == 1 and conflicts[0].status == "done"
+    assert env.store.get(first).status == "done" and env.store.get(second).status == "done"
+    text = git(env.repo, "show", "main:shared.txt")
+    assert f"{first} was here" in text and f"{second} was here" in text and "<<<" not in text
+    statuses = [e["status"] for e in env.events("merge_outcome")]
+    assert statuses.count("merged") == 2 and statuses.count("conflict") == 1

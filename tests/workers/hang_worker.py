@@ -17,7 +17,8 @@ from _common import directives, stamp
 SLEEPER = "import time\nwhile True: time.sleep(0.1)\n"
 SPAWNER = (
     "import subprocess, sys\n"
-    "p = subprocess.Popen([sys.executable, '-c', sys.argv[1]])\n"
+    "quiet = {'stdout': subprocess.DEVNULL, 'stderr': subprocess.DEVNULL}\n"
+    "p = subprocess.Popen([sys.executable, '-c', sys.argv[1]], **quiet)\n"
     "print(p.pid, flush=True)\n"
 )
 
