@@ -324,6 +324,11 @@ class MergeQueue:
         tree.reset(base_sha)
         message = f"Merge {branch} ({task.id}: {task.title[:60]})"
         step = tree.merge(branch_sha, message, base_sha)
+        if step.error is not None:
+            # Blame the branch only once a freshly reset and cleaned tree fails the same way.
+            tree.forget()
+            tree.reset(base_sha)
+            step = tree.merge(branch_sha, message, base_sha)
         if step.head is not None:
             return step.head, branch_sha, ""
         if step.error is not None:
