@@ -469,6 +469,17 @@ def test_renaming_a_protected_file_away_is_rejected(env: Env) -> None:
     assert env.queue.merge(task, "ld/mv").status == "rejected"
 
 
+def test_configured_protected_paths_support_double_star(repo: Path) -> None:
+    env = make_env(repo, protected_paths=["infra/**/*.tf"])
+    task = env.task()
+
+    outcome = env.queue.merge(task, env.branch("ld/tf", {"infra/prod/eu/main.tf": "x\n"}))
+
+    assert outcome.status == "rejected" and "infra/prod/eu/main.tf" in outcome.message
+    ok = env.queue.merge(env.task(), env.branch("ld/ok", {"infra/readme.md": "x\n"}))
+    assert ok.status == "merged"
+
+
 def gate_env(repo: Path, script: str, **config: Any) -> Env:
     return make_env(repo, test_command=[sys.executable, "-c", script], **config)
 
@@ -588,6 +599,21 @@ def test_merge_slot_off_still_merges(repo: Path) -> None:
     env = make_env(repo, merge_slot=False)
     assert env.queue.merge(env.task(), env.branch("ld/n", {"n.py": "\n"})).status == "merged"
     assert not env.queue.slot_path.exists()
+
+
+def test_an_error_leaves_the_merge_waiting_with_the_reason(repo: Path) -> None:
+    env = make_env(repo, branch="trunk")  # no such branch
+    task = env.task()
+
+    outcome = env.queue.merge(task, env.branch("ld/e", {"e.py": "\n"}))
+
+    assert outcome.status == "waiting" and "trunk" in outcome.message
+    assert env.queue.pending_task_ids() == {task.id}
+    assert "merge_error" in env.event_names()
+    git(env.repo, "branch", "trunk", "main")
+    [retried] = env.queue.retry_pending()
+    assert retried.status == "merged"
+    assert env.tip("trunk") == retried.commit
 
 
 def test_a_vanished_branch_fails_the_task(env: Env) -> None:

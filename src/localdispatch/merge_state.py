@@ -1,6 +1,6 @@
-""".dispatch/pending_merges.json: merges that could not land yet, and what to do with each.
+"""What merges leave behind: pending_merges.json, the tasks' statuses and the event log.
 
-The file is the merge queue's memory across ticks and across crashes:
+``.dispatch/pending_merges.json`` is the merge queue's memory across ticks and across crashes:
 
 - ``pending``: one entry per task whose branch waits. ``state`` is ``merging`` (a journal entry
   written before a merge starts, so a dispatcher killed mid-merge finds it and redoes the merge
@@ -13,11 +13,16 @@ The file is the merge queue's memory across ticks and across crashes:
 
 Every read-modify-write runs under a ``filelock`` lock and replaces the file atomically, like
 the task store. A file that cannot be parsed is reported and never overwritten.
+
+:class:`MergeRecords` writes how each merge ends (merged, conflict, rejected, waiting,
+failed) to all three places at once; the pure pieces (``next_step``, the conflict task's text)
+decide what to write.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,13 +33,31 @@ from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 
-from .errors import LockBusy, StoreError
+from .config import Config
+from .errors import LockBusy, StoreError, TaskNotFound
+from .events import EventLog
+from .store import TaskDraft, TaskStore
 from .store.json_store import replace_with_retry
-from .tasks import Task
+from .tasks import ACTIVE, Task, now_iso
+
+log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+OutcomeStatus = Literal["merged", "conflict", "rejected", "waiting", "failed"]
 EntryState = Literal["merging", "conflict", "waiting"]
 ENTRY_STATES: tuple[str, ...] = ("merging", "conflict", "waiting")
+
+
+@dataclass
+class MergeOutcome:
+    """What became of one merge. See MergeQueue for what each status means to the caller."""
+
+    task_id: str
+    branch: str
+    status: OutcomeStatus
+    message: str
+    commit: str | None = None
+    conflict_task_id: str | None = None
 
 
 @dataclass
@@ -209,3 +232,184 @@ def next_step(
         why = f": {conflict.closed_reason}" if conflict.closed_reason else ""
         return Step("fail", f"its conflict task {conflict.id} was {conflict.status}{why}")
     return Step("skip")
+
+
+# ---- conflict tasks (pure) -----------------------------------------------------------
+
+
+def conflict_title(branch: str) -> str:
+    return f"Resolve merge conflict: {branch}"
+
+
+def conflict_description(task: Task, base: str, entry: PendingMerge) -> str:
+    """The conflict task's text: what conflicted, where, and the steps to resolve it."""
+    files = entry.files or ["(git named no file; run the merge to see them)"]
+    return "\n".join(
+        [
+            f"Merging branch {entry.branch} (task {task.id}: {task.title}) into {base} "
+            "stopped on a merge conflict.",
+            "",
+            f"Branch: {entry.branch} (at {entry.branch_commit})",
+            f"Base commit: {entry.base_commit} (the tip of {base} the merge was tried on)",
+            "Conflicting files:",
+            *(f"- {name}" for name in files),
+            "",
+            f"Steps, in a worktree on branch {entry.branch}:",
+            f"1. Merge the base into the branch: git merge {base}",
+            "2. Resolve the conflicts in the files above, keeping the intent of both sides, "
+            "and remove every conflict marker.",
+            "3. Commit the merge on the branch: git add <files> and git commit --no-edit. "
+            "Do not rebase, reset or rename the branch.",
+            f"When this task is closed, merging {entry.branch} into {base} is retried; "
+            f"once it lands, task {task.id} is done.",
+        ]
+    )
+
+
+def tested_merge(resume: PendingMerge | None, base_sha: str, branch_sha: str) -> str | None:
+    """The merge a waiting entry already made and tested, if neither side moved since."""
+    if resume is None or not resume.merged_commit:
+        return None
+    unchanged = (resume.base_commit, resume.branch_commit) == (base_sha, branch_sha)
+    return resume.merged_commit if unchanged else None
+
+
+# ---- the records a merge leaves --------------------------------------------------------
+
+
+class MergeRecords:
+    """How each merge ends, written to the task, pending_merges.json and the event log."""
+
+    def __init__(self, config: Config, store: TaskStore, events: EventLog, state: MergeState):
+        self.config = config
+        self.base = config.branch
+        self.store = store
+        self.events = events
+        self.state = state
+
+    def merged(
+        self, task: Task, branch: str, commit: str, branch_sha: str, note: str, defer: bool
+    ) -> MergeOutcome:
+        """Done with its merged commit; so is every task that waited on the same branch."""
+        reason = f"merged into {self.base} as {commit[:12]}{note}"
+        self.mark(task.id, status="done", merged_commit=commit, closed_reason=reason)
+        with self.state.edit() as book:
+            # The original of a conflict task waits on the same branch: it landed too.
+            riders = [e.task for e in book.pending if e.branch == branch and e.task != task.id]
+            book.pending = [e for e in book.pending if e.branch != branch]
+            for task_id in (task.id, *riders):
+                book.attempts.pop(task_id, None)
+            if defer:  # a worktree still has it checked out: delete it once released
+                book.delete_later[branch] = branch_sha
+        for task_id in riders:
+            changes = {"status": "done", "merged_commit": commit, "closed_reason": reason}
+            self.mark(task_id, only_active=True, **changes)
+        self.events.emit(
+            "merge", task=task.id, branch=branch, commit=commit, base=self.base, also=riders
+        )
+        return MergeOutcome(task.id, branch, "merged", f"{branch} {reason}", commit=commit)
+
+    def conflict(
+        self, task: Task, branch: str, base_sha: str, branch_sha: str, files: list[str]
+    ) -> MergeOutcome:
+        shown = ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
+        reason = f"merging {branch} into {self.base} conflicts in {shown or 'some files'}"
+        self.events.emit(
+            "merge_conflict", task=task.id, branch=branch, base_commit=base_sha, files=files
+        )
+        if task.kind == "conflict" or not self.config.create_task_on_merge_conflict:
+            # A conflict task whose resolution conflicts again is simply tried again (its
+            # worker merges the new base); with no conflict tasks, the task is redone.
+            return self.rejected(task, branch, reason)
+        entry = PendingMerge(task.id, branch, "conflict", reason, now_iso())
+        entry.base_commit, entry.branch_commit, entry.files = base_sha, branch_sha, files
+        with self.state.edit() as book:
+            failures = book.count_failure(task.id)
+            if failures < self.config.max_merge_attempts:
+                book.put(entry)  # before the task exists: a crash now re-creates it
+        if failures >= self.config.max_merge_attempts:
+            return self.failed(task, branch, f"{reason} ({failures} failed merges)")
+        conflict = self.conflict_task(task, entry)
+        message = f"{reason}; {conflict.id} resolves it, and the merge is retried when it is closed"
+        return MergeOutcome(task.id, branch, "conflict", message, conflict_task_id=conflict.id)
+
+    def conflict_task(self, task: Task, entry: PendingMerge) -> Task:
+        """The conflict task of ``entry``: an active one with its title, or a new one."""
+        title = conflict_title(entry.branch)
+        found = [
+            t
+            for t in self.store.all()
+            if t.title == title and t.kind == "conflict" and t.status in ACTIVE and t.id != task.id
+        ]
+        draft = TaskDraft(
+            title=title,
+            description=conflict_description(task, self.base, entry),
+            kind="conflict",
+            priority=max(0, task.priority - 1),
+            files=entry.files,
+            discovered_from=task.id,
+            extra={"branch": entry.branch},
+        )
+        conflict = found[0] if found else self.store.add(draft)
+        with self.state.edit() as book:
+            current = book.entry(task.id)
+            if current is not None:
+                current.conflict_task = conflict.id
+                current.reason = f"{entry.reason}; waiting for {conflict.id} ({title})"
+        self.events.emit(
+            "conflict_task", task=task.id, branch=entry.branch, conflict_task=conflict.id
+        )
+        log.info("task %s: conflict task %s for %s", task.id, conflict.id, entry.branch)
+        return conflict
+
+    def rejected(self, task: Task, branch: str, reason: str, detail: str = "") -> MergeOutcome:
+        """Not merged; the caller counts a failed attempt (or it failed: too many)."""
+        with self.state.edit() as book:
+            failures = book.count_failure(task.id)
+            book.drop(task.id)
+        self.events.emit(
+            "merge_rejected", task=task.id, branch=branch, reason=reason, failures=failures
+        )
+        log.warning("task %s: %s not merged: %s", task.id, branch, reason)
+        if failures >= self.config.max_merge_attempts:
+            return self.failed(task, branch, f"{reason} ({failures} failed merges)")
+        message = f"{branch} was not merged: {reason}{detail}"
+        return MergeOutcome(task.id, branch, "rejected", message)
+
+    def failed(self, task: Task, branch: str, reason: str) -> MergeOutcome:
+        message = f"Merging {branch} into {self.base} was given up: {reason}."
+        self.mark(task.id, status="failed", closed_reason=message)
+        with self.state.edit() as book:
+            book.drop(task.id)
+            book.attempts.pop(task.id, None)
+        self.events.emit("merge_failed", task=task.id, branch=branch, reason=reason)
+        log.warning("task %s: %s", task.id, message)
+        return MergeOutcome(task.id, branch, "failed", message)
+
+    def waiting(self, task: Task, branch: str, reason: str, *shas: str | None) -> MergeOutcome:
+        """Pending until the base can move; ``shas``: base, branch and the tested merge."""
+        base_sha, branch_sha, merged = (*shas, None, None, None)[:3]
+        entry = PendingMerge(task.id, branch, "waiting", reason, now_iso())
+        entry.base_commit, entry.branch_commit, entry.merged_commit = base_sha, branch_sha, merged
+        with self.state.edit() as book:
+            old = book.entry(task.id)
+            book.put(entry)
+        if old is None or old.state != "waiting" or old.reason != reason:
+            self.events.emit("merge_waiting", task=task.id, branch=branch, reason=reason)
+            log.warning("task %s: %s waits: %s", task.id, branch, reason)
+        return MergeOutcome(task.id, branch, "waiting", reason)
+
+    def dropped(self, entry: PendingMerge, reason: str) -> None:
+        with self.state.edit() as book:
+            book.drop(entry.task)
+        self.events.emit("merge_dropped", task=entry.task, branch=entry.branch, reason=reason)
+
+    def mark(self, task_id: str, *, only_active: bool = False, **changes: object) -> None:
+        try:
+            if only_active and self.store.get(task_id).status != "in_progress":
+                return
+            self.store.update(task_id, **changes)
+        except TaskNotFound:
+            log.warning(
+                "task %s no longer exists; not marking it %s", task_id, changes.get("status")
+            )

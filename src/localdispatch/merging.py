@@ -27,13 +27,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Literal
 
 from filelock import FileLock, Timeout
 
 from .config import Config
-from .errors import DispatchError, GitError, TaskNotFound
+from .errors import DispatchError, GitError
 from .events import EventLog
 from .gitcmd import run_git
 from .integration import (
@@ -43,71 +41,26 @@ from .integration import (
     advance,
     checked_out,
     list_worktrees,
-    names,
 )
 from .layout import Layout, ensure_state_ignored
-from .merge_state import MergeState, PendingMerge, Step, next_step
-from .store import TaskDraft, TaskStore
-from .tasks import ACTIVE, Task, by_id, now_iso
+from .merge_state import (
+    MergeOutcome,
+    MergeRecords,
+    MergeState,
+    PendingMerge,
+    Step,
+    next_step,
+    tested_merge,
+)
+from .store import TaskStore
+from .tasks import Task, by_id, now_iso
 from .test_gate import GateResult, PathGate, describe_hits
+
+__all__ = ["MergeOutcome", "MergeQueue"]
 
 log = logging.getLogger(__name__)
 
-OutcomeStatus = Literal["merged", "conflict", "rejected", "waiting", "failed"]
 MAX_BASE_RACES = 5
-
-
-@dataclass
-class MergeOutcome:
-    """What became of one merge. See MergeQueue for what each status means to the caller."""
-
-    task_id: str
-    branch: str
-    status: OutcomeStatus
-    message: str
-    commit: str | None = None
-    conflict_task_id: str | None = None
-
-
-# ---- conflict tasks (pure) ---------------------------------------------------------------
-
-
-def conflict_title(branch: str) -> str:
-    return f"Resolve merge conflict: {branch}"
-
-
-def conflict_description(task: Task, base: str, entry: PendingMerge) -> str:
-    """The conflict task's text: what conflicted, where, and the steps to resolve it."""
-    files = entry.files or ["(git named no file; run the merge to see them)"]
-    return "\n".join(
-        [
-            f"Merging branch {entry.branch} (task {task.id}: {task.title}) into {base} "
-            "stopped on a merge conflict.",
-            "",
-            f"Branch: {entry.branch} (at {entry.branch_commit})",
-            f"Base commit: {entry.base_commit} (the tip of {base} the merge was tried on)",
-            "Conflicting files:",
-            *(f"- {name}" for name in files),
-            "",
-            f"Steps, in a worktree on branch {entry.branch}:",
-            f"1. Merge the base into the branch: git merge {base}",
-            "2. Resolve the conflicts in the files above, keeping the intent of both sides, "
-            "and remove every conflict marker.",
-            "3. Commit the merge on the branch: git add <files> and git commit --no-edit. "
-            "Do not rebase, reset or rename the branch.",
-            f"When this task is closed, merging {entry.branch} into {base} is retried; "
-            f"once it lands, task {task.id} is done.",
-        ]
-    )
-
-
-def _tested_merge(resume: PendingMerge | None, base_sha: str, branch_sha: str) -> str | None:
-    """The merge a waiting entry already made and tested, if neither side moved since."""
-    if resume is None or not resume.merged_commit:
-        return None
-    unchanged = (resume.base_commit, resume.branch_commit) == (base_sha, branch_sha)
-    return resume.merged_commit if unchanged else None
-
 
 # ---- the queue -----------------------------------------------------------------------------
 
@@ -134,6 +87,7 @@ class MergeQueue:
         self.events = events
         self.base = config.branch
         self.state = MergeState(layout.pending_merges, layout.locks / "pending_merges.lock")
+        self.records = MergeRecords(config, store, events, self.state)
         self.path_gate = PathGate(config.protected_paths or layout.default_protected_paths())
         # Long enough to wait behind the longest merge another process may be doing.
         self.slot_timeout = config.test_timeout_secs + 120.0
@@ -150,7 +104,7 @@ class MergeQueue:
         with self.slot() as held:
             if not held:
                 reason = f"the merge slot {self.slot_path} stayed busy (another merge is running)"
-                return self._wait(task, branch, reason)
+                return self.records.waiting(task, branch, reason)
             with self.state.edit() as book:
                 # The journal entry: a crash from here on leaves the task pending, not lost.
                 book.put(PendingMerge(task.id, branch, "merging", "merging", now_iso()))
@@ -218,7 +172,7 @@ class MergeQueue:
             self.events.emit("merge_error", task=task.id, branch=branch, error=str(exc))
             if self._tree is not None:
                 self._tree.forget()
-            outcome = self._wait(task, branch, f"the merge stopped on an error: {exc}")
+            outcome = self.records.waiting(task, branch, f"the merge stopped on an error: {exc}")
         log.info(
             "task %s: %s %s in %.0f ms",
             task.id,
@@ -232,8 +186,8 @@ class MergeQueue:
         for _ in range(MAX_BASE_RACES):
             base_sha, branch_sha = self._tips(branch)
             if branch_sha is None:
-                return self._fail(task, branch, f"its branch {branch} no longer exists")
-            reuse = _tested_merge(resume, base_sha, branch_sha)
+                return self.records.failed(task, branch, f"its branch {branch} no longer exists")
+            reuse = tested_merge(resume, base_sha, branch_sha)
             made = (
                 (reuse, branch_sha, "") if reuse else self._make(task, branch, base_sha, branch_sha)
             )
@@ -245,9 +199,13 @@ class MergeQueue:
                 resume = None  # the user committed meanwhile: merge onto the new tip
                 continue
             if not advance.moved:
-                return self._wait(task, branch, advance.reason, base_sha, branch_sha, merged)
+                return self.records.waiting(
+                    task, branch, advance.reason, base_sha, branch_sha, merged
+                )
             return self._finish(task, branch, merged, branch_sha, list(advance.trees), note)
-        return self._wait(task, branch, f"{self.base} kept moving during {MAX_BASE_RACES} tries")
+        return self.records.waiting(
+            task, branch, f"{self.base} kept moving during {MAX_BASE_RACES} tries"
+        )
 
     def _make(
         self, task: Task, branch: str, base_sha: str, branch_sha: str
@@ -255,14 +213,16 @@ class MergeQueue:
         """Path gate, merge (or rebase), test gate: (merge commit, branch tip, note) or the end."""
         hits = self.path_gate.hits(self._changed_files(base_sha, branch_sha))
         if hits:
-            return self._reject(task, branch, f"it changes protected paths: {describe_hits(hits)}")
+            return self.records.rejected(
+                task, branch, f"it changes protected paths: {describe_hits(hits)}"
+            )
         made = self._merge_or_rebase(task, branch, base_sha, branch_sha)
         if isinstance(made, MergeOutcome) or made[0] == base_sha:  # ended, or already merged
             return made
         gate = self._run_gate(task, branch, made[0])
         if gate is not None and not gate.passed:
             tail = f"\nEnd of the test output ({gate.log_path}):\n{gate.tail}"
-            return self._reject(task, branch, gate.summary, detail=tail)
+            return self.records.rejected(task, branch, gate.summary, detail=tail)
         return made
 
     def _tips(self, branch: str) -> tuple[str, str | None]:
@@ -332,12 +292,14 @@ class MergeQueue:
         if step.head is not None:
             return step.head, branch_sha, ""
         if step.error is not None:
-            return self._reject(task, branch, f"git could not merge {branch}: {step.error}")
+            return self.records.rejected(
+                task, branch, f"git could not merge {branch}: {step.error}"
+            )
         if self.config.on_conflict == "auto_rebase":
             rebased = self._rebase(tree, task, branch, base_sha, branch_sha, message)
             if rebased is not None:
                 return rebased
-        return self._conflict(task, branch, base_sha, branch_sha, step.conflicts)
+        return self.records.conflict(task, branch, base_sha, branch_sha, step.conflicts)
 
     def _rebase(
         self,
@@ -359,15 +321,10 @@ class MergeQueue:
         if step.head is None:
             return None
         if not checked_out(branch, list_worktrees(self.layout.repo)):
-            # Move the branch to its rebased commits so it reads as merged; a branch that a
+            # Point the branch at its rebased commits so it reads as merged; a branch that a
             # worktree has checked out is left alone (moving it would dirty that worktree).
-            ref = f"refs/heads/{branch}"
-            if (
-                run_git(
-                    ["update-ref", ref, new_tip, branch_sha], self.layout.repo, check=False
-                ).returncode
-                == 0
-            ):
+            cas = ["update-ref", f"refs/heads/{branch}", new_tip, branch_sha]
+            if run_git(cas, self.layout.repo, check=False).returncode == 0:
                 branch_sha = new_tip
         return step.head, branch_sha, f" after rebasing it onto {base_sha[:12]}"
 
@@ -391,7 +348,6 @@ class MergeQueue:
         )
         return gate
 
-    # -- how a merge ends ------------------------------------------------------------------
     def _finish(
         self,
         task: Task,
@@ -401,158 +357,11 @@ class MergeQueue:
         trees: list[Worktree],
         note: str,
     ) -> MergeOutcome:
-        reason = f"merged into {self.base} as {commit[:12]}{note}"
-        self._mark(task.id, status="done", merged_commit=commit, closed_reason=reason)
         defer = self.config.delete_merged_branches and checked_out(branch, trees)
-        with self.state.edit() as book:
-            # Tasks waiting on the same branch (the original of a conflict task) landed too.
-            riders = [e.task for e in book.pending if e.branch == branch and e.task != task.id]
-            book.pending = [e for e in book.pending if e.branch != branch]
-            for task_id in (task.id, *riders):
-                book.attempts.pop(task_id, None)
-            if defer:
-                book.delete_later[branch] = branch_sha
-        for task_id in riders:
-            self._mark(
-                task_id, status="done", merged_commit=commit, closed_reason=reason, only_active=True
-            )
+        outcome = self.records.merged(task, branch, commit, branch_sha, note, defer)
         if self.config.delete_merged_branches and not defer:
             self._delete_branch(branch, branch_sha)
-        self.events.emit(
-            "merge",
-            task=task.id,
-            branch=branch,
-            commit=commit,
-            base=self.base,
-            also=riders,
-            note=note,
-        )
-        return MergeOutcome(task.id, branch, "merged", f"{branch} {reason}", commit=commit)
-
-    def _conflict(
-        self, task: Task, branch: str, base_sha: str, branch_sha: str, files: list[str]
-    ) -> MergeOutcome:
-        reason = f"merging {branch} into {self.base} conflicts in {names(files) or 'some files'}"
-        self.events.emit(
-            "merge_conflict", task=task.id, branch=branch, base_commit=base_sha, files=files
-        )
-        if task.kind == "conflict" or not self.config.create_task_on_merge_conflict:
-            # A conflict task whose resolution conflicts again is simply tried again (its
-            # worker merges the new base); with no conflict tasks, the task is redone.
-            return self._reject(task, branch, reason)
-        entry = PendingMerge(
-            task.id,
-            branch,
-            "conflict",
-            reason,
-            now_iso(),
-            base_commit=base_sha,
-            branch_commit=branch_sha,
-            files=files,
-        )
-        with self.state.edit() as book:
-            failures = book.count_failure(task.id)
-            if failures < self.config.max_merge_attempts:
-                book.put(entry)  # before the task exists: a crash now re-creates it
-        if failures >= self.config.max_merge_attempts:
-            return self._fail(task, branch, f"{reason} ({failures} failed merges)")
-        conflict = self._conflict_task(task, entry)
-        message = f"{reason}; {conflict.id} resolves it, and the merge is retried when it is closed"
-        return MergeOutcome(task.id, branch, "conflict", message, conflict_task_id=conflict.id)
-
-    def _conflict_task(self, task: Task, entry: PendingMerge) -> Task:
-        title = conflict_title(entry.branch)
-        found = [
-            t
-            for t in self.store.all()
-            if t.title == title and t.kind == "conflict" and t.status in ACTIVE and t.id != task.id
-        ]
-        conflict = (
-            found[0]
-            if found
-            else self.store.add(
-                TaskDraft(
-                    title=title,
-                    description=conflict_description(task, self.base, entry),
-                    kind="conflict",
-                    priority=max(0, task.priority - 1),
-                    files=entry.files,
-                    discovered_from=task.id,
-                    extra={"branch": entry.branch},
-                )
-            )
-        )
-        with self.state.edit() as book:
-            current = book.entry(task.id)
-            if current is not None:
-                current.conflict_task = conflict.id
-                current.reason = f"{entry.reason}; waiting for {conflict.id} ({title})"
-        self.events.emit(
-            "conflict_task", task=task.id, branch=entry.branch, conflict_task=conflict.id
-        )
-        log.info("task %s: conflict task %s created for %s", task.id, conflict.id, entry.branch)
-        return conflict
-
-    def _reject(self, task: Task, branch: str, reason: str, detail: str = "") -> MergeOutcome:
-        with self.state.edit() as book:
-            failures = book.count_failure(task.id)
-            book.drop(task.id)
-        self.events.emit(
-            "merge_rejected", task=task.id, branch=branch, reason=reason, failures=failures
-        )
-        log.warning("task %s: %s not merged: %s", task.id, branch, reason)
-        if failures >= self.config.max_merge_attempts:
-            return self._fail(task, branch, f"{reason} ({failures} failed merges)")
-        return MergeOutcome(
-            task.id, branch, "rejected", f"{branch} was not merged: {reason}{detail}"
-        )
-
-    def _fail(self, task: Task, branch: str, reason: str) -> MergeOutcome:
-        message = f"Merging {branch} into {self.base} was given up: {reason}."
-        self._mark(task.id, status="failed", closed_reason=message)
-        with self.state.edit() as book:
-            book.drop(task.id)
-            book.attempts.pop(task.id, None)
-        self.events.emit("merge_failed", task=task.id, branch=branch, reason=reason)
-        log.warning("task %s: %s", task.id, message)
-        return MergeOutcome(task.id, branch, "failed", message)
-
-    def _wait(
-        self,
-        task: Task,
-        branch: str,
-        reason: str,
-        base_sha: str | None = None,
-        branch_sha: str | None = None,
-        merged: str | None = None,
-    ) -> MergeOutcome:
-        entry = PendingMerge(
-            task.id,
-            branch,
-            "waiting",
-            reason,
-            now_iso(),
-            base_commit=base_sha,
-            branch_commit=branch_sha,
-            merged_commit=merged,
-        )
-        with self.state.edit() as book:
-            old = book.entry(task.id)
-            book.put(entry)
-        if old is None or old.state != "waiting" or old.reason != reason:
-            self.events.emit("merge_waiting", task=task.id, branch=branch, reason=reason)
-            log.warning("task %s: %s waits: %s", task.id, branch, reason)
-        return MergeOutcome(task.id, branch, "waiting", reason)
-
-    def _mark(self, task_id: str, *, only_active: bool = False, **changes: object) -> None:
-        try:
-            if only_active and self.store.get(task_id).status != "in_progress":
-                return
-            self.store.update(task_id, **changes)
-        except TaskNotFound:
-            log.warning(
-                "task %s no longer exists; not marking it %s", task_id, changes.get("status")
-            )
+        return outcome
 
     def _delete_branch(self, branch: str, sha: str) -> None:
         # Compare-and-swap: a branch that moved since (new commits) is kept.
@@ -577,17 +386,13 @@ class MergeQueue:
         if step.action == "skip":
             return None
         if step.action == "drop":
-            with self.state.edit() as book:
-                book.drop(entry.task)
-            self.events.emit(
-                "merge_dropped", task=entry.task, branch=entry.branch, reason=step.reason
-            )
+            self.records.dropped(entry, step.reason)
             return None
         task = self.store.get(entry.task)
         if step.action == "fail":
-            return self._fail(task, entry.branch, step.reason)
+            return self.records.failed(task, entry.branch, step.reason)
         if step.action == "create_task":
-            conflict = self._conflict_task(task, entry)
+            conflict = self.records.conflict_task(task, entry)
             return MergeOutcome(
                 task.id, entry.branch, "conflict", entry.reason, conflict_task_id=conflict.id
             )
