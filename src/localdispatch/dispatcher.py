@@ -203,6 +203,7 @@ class Dispatcher:
         self._wake: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._runs: dict[int, ActiveRun] = {}
         self._merging: dict[str, ActiveRun] = {}
+        self._vacated: set[int] = set()
         self._merger: _Merger | None = None
         self._interrupts = 0
         self._last_retry = 0.0
@@ -241,6 +242,7 @@ class Dispatcher:
             self._maybe_retry_pending()
             if self._interrupts == 0 and not self._quota_reached():
                 self._fill_slots()
+            self._release_vacated()
             if self._should_exit():
                 self.summary.interrupted = self._interrupts > 0
                 return
@@ -455,12 +457,20 @@ class Dispatcher:
         self._apply(run, task, verdict)
 
     def _collect(self, record: RunRecord) -> list[str]:
+        """The attempt's commits. The worktree keeps the branch checked out until the slot
+        is refilled (a checkout of the next branch lets go of it) or released when idle."""
         worktree = Path(record.worktree)
         if record.kind == "conflict" and gitops.finish_merge(worktree):
             log.info("task %s: committed the merge its worker resolved", record.task_id)
-        commits = gitops.commits_between(self.layout.repo, record.start_commit, record.branch)
-        gitops.release_worktree(worktree)
-        return commits
+        self._vacated.add(record.slot)
+        return gitops.commits_between(self.layout.repo, record.start_commit, record.branch)
+
+    def _release_vacated(self) -> None:
+        """Detach the worktrees of slots left idle, so their branches can be deleted."""
+        for slot in sorted(self._vacated):
+            if slot not in self._runs:
+                gitops.release_worktree(self.layout.slot_worktree(slot))
+        self._vacated.clear()
 
     def _apply(self, run: ActiveRun, task: Task, verdict: Verdict) -> None:
         if verdict.outcome == "merge":
@@ -485,12 +495,14 @@ class Dispatcher:
             self._emit("retry", task=task.id, attempts=task.attempts, reason=verdict.reason)
 
     def _send_to_merge(self, run: ActiveRun) -> None:
-        run.record.phase = "merging"
-        self._merging[run.record.task_id] = run
-        self.state.save(self._records())
+        # Submitted before the state is saved: the merge starts at once, and a crash in
+        # between leaves the record as "running", which recovery judges the same way.
         merger = self._ensure_merger()
         task = self._current(run.record.task_id) or run.task
         merger.submit("merge", (task, run.record.branch))
+        run.record.phase = "merging"
+        self._merging[run.record.task_id] = run
+        self.state.save(self._records())
 
     def _ensure_merger(self) -> _Merger:
         if self._merger is None:
@@ -565,7 +577,10 @@ class Dispatcher:
             return
         now = time.monotonic()
         merger = self._ensure_merger()
-        if merger.busy or now - self._last_retry < self.config.poll_interval_secs:
+        # While workers run, once per poll interval is enough; when all is quiet, at once,
+        # since the answer decides whether --until-idle is done.
+        quiet = not self._runs and not self._merging and self._retry_progress
+        if merger.busy or (not quiet and now - self._last_retry < self.config.poll_interval_secs):
             return
         self._last_retry = now
         merger.submit("retry")
@@ -639,6 +654,7 @@ class Dispatcher:
         for task in self.store.all():
             if task.status == "in_progress" and task.id not in handled | pending:
                 self._put_back(task, "orphaned: in progress, but no worker was running it")
+        self._release_vacated()
         self._cleanup_git()
         self.state.save(self._records())
 
@@ -752,6 +768,7 @@ class Dispatcher:
                     closed_reason="stopped by the user",
                 )
                 self._emit("requeue", task=task.id, reason="stopped by the user")
+        self._release_vacated()
 
 
 def _count(value: Any) -> int:

@@ -83,11 +83,10 @@ def branch_exists(repo: Path, branch: str) -> bool:
 
 
 def commits_between(repo: Path, start: str, branch: str) -> list[str]:
-    """Commits on ``branch`` that ``start`` does not have (``git rev-list start..branch``)."""
-    if rev_parse(repo, f"refs/heads/{branch}") is None:
-        return []
-    out = git_out(["rev-list", f"{start}..refs/heads/{branch}", "--"], repo)
-    return out.split()
+    """Commits on ``branch`` that ``start`` does not have (``git rev-list start..branch``);
+    none if the branch does not exist."""
+    result = run_git(["rev-list", f"{start}..refs/heads/{branch}", "--"], repo, check=False)
+    return result.stdout.split() if result.returncode == 0 else []
 
 
 def current_branch(repo: Path) -> str | None:
@@ -114,7 +113,7 @@ def ensure_worktree(repo: Path, path: Path, base: str) -> None:
     if _same_path(repo, path):
         raise GitError(f"Refused to use the main checkout {repo} as a worker's worktree.")
     tree = _registered(repo, path)
-    if tree is not None and (path / ".git").exists():
+    if tree is not None and (path / ".git").is_file():
         return
     if tree is not None:
         run_git(["worktree", "remove", "--force", "--force", str(path)], repo, check=False)
@@ -141,15 +140,18 @@ def base_tip(repo: Path, base: str) -> str:
 def prepare_task_worktree(repo: Path, path: Path, base: str, branch: str) -> str:
     """Point the worktree at a fresh ``branch`` from the tip of ``base``; return its start.
 
-    A leftover branch of the same name (an earlier attempt) is reset: its tip is logged, so
-    ``git branch NAME <sha>`` brings it back while git keeps the object.
+    A slot that already is a worktree is reused as it is (the checkout resets its files;
+    a broken one is rebuilt). A leftover branch of the same name, from an attempt that made
+    no commit, is reset.
     """
     start = base_tip(repo, base)
-    ensure_worktree(repo, path, start)
-    old = rev_parse(repo, f"refs/heads/{branch}")
-    if old is not None and old != start:
-        log.info("branch %s existed at %s; resetting it to %s for a new attempt", branch, old, base)
-    run_git(["checkout", "--force", "--quiet", "-B", branch, start], path)
+    if _same_path(repo, path) or not (path / ".git").is_file():
+        ensure_worktree(repo, path, start)  # refuses the main checkout
+    checkout = ["checkout", "--force", "--quiet", "-B", branch, start]
+    if run_git(checkout, path, check=False).returncode != 0:
+        log.info("worktree %s is broken; rebuilding it", path)
+        ensure_worktree(repo, path, start)
+        run_git(checkout, path)
     run_git(["clean", "-ffdxq"], path)
     return start
 
@@ -221,7 +223,8 @@ def _has_markers(worktree: Path) -> bool:
 def release_worktree(path: Path) -> None:
     """Detach the worktree's HEAD so its branch can be merged, checked out or deleted."""
     if (path / ".git").exists():
-        run_git(["merge", "--abort"], path, check=False)
+        if merge_in_progress(path):
+            run_git(["merge", "--abort"], path, check=False)
         run_git(["checkout", "--quiet", "--detach"], path, check=False)
 
 

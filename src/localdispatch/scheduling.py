@@ -109,9 +109,12 @@ def plan_waves(
     slots: int,
     estimate: Callable[[Task], float],
     running: Mapping[str, float] | None = None,
+    weight: Callable[[Task], float] | None = None,
 ) -> Plan:
     """Simulate the dispatcher: at every moment a slot frees, start what ``pick_next`` picks.
 
+    ``weight`` is what the choice ranks chains by (default: ``estimate``); the dispatcher
+    itself does not know durations and ranks by task count, as ``lambda t: 1.0`` does.
     ``running`` maps the ids of tasks running now to their estimated remaining seconds. Other
     in-progress tasks (waiting for a merge) are taken as done now. Open tasks that can never
     start (a dependency failed, was cancelled or does not exist) are listed as blocked.
@@ -133,7 +136,7 @@ def plan_waves(
     now = 0.0
     while True:
         picked = pick_next(
-            state.values(), [task for _, task in busy], plan.slots - len(busy), estimate
+            state.values(), [task for _, task in busy], plan.slots - len(busy), weight or estimate
         )
         wave = []
         for task in picked:
