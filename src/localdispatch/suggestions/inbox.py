@@ -1,0 +1,330 @@
+"""The inbox of lines already taken out of suggested_tasks.txt: snapshots and their journal.
+
+``.dispatch/suggestions/`` holds the renamed copies of the file ("snapshots", named
+``000012-suggested_tasks.txt``), ``journal.json`` with how far each has been read and the batch
+an interrupted run left pending, and ``rejected.txt`` with the lines that could not be added.
+Why the file is renamed rather than trimmed is explained in the package docstring.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from ..errors import DispatchError, LockBusy
+from ..layout import Layout
+from ..store.json_store import replace_with_retry
+from ..tasks import Task
+from .lines import MARK_FIELD, LineIssue, RawLine, split_lines
+
+log = logging.getLogger(__name__)
+
+INBOX_DIR = "suggestions"
+JOURNAL_NAME = "journal.json"
+REJECTED_NAME = "rejected.txt"
+LOCK_NAME = "suggestions.lock"
+LOCK_TIMEOUT_SECS = 60.0
+# A fully read snapshot is deleted only after this long without a write (POSIX: an appender
+# that opened the file before the rename may still write into it).
+DELETE_GRACE_SECS = 60.0
+# How long a last line without its newline must stay unchanged before it counts as complete.
+SETTLE_SECS = 0.5
+# How long to retry the rename while another program holds the file open (Windows).
+ROTATE_PATIENCE_SECS = 3.0
+# Test hook: the name of a step after which an ingest process exits hard (see crash_point).
+CRASH_ENV = "LOCALDISPATCH_INGEST_CRASH_AT"
+
+SNAPSHOT_NAME = re.compile(r"^(\d{6,})-(.+)$")
+IS_WINDOWS = os.name == "nt"
+
+
+class SuggestionsError(DispatchError):
+    """suggested_tasks.txt, a snapshot of it or the ingest journal cannot be read or moved."""
+
+
+@dataclass
+class Snapshot:
+    """A renamed copy of the file: how far it has been read (bytes and lines), and when."""
+
+    name: str
+    offset: int = 0
+    line: int = 0
+    rotated_at: float = 0.0
+
+    @property
+    def seq(self) -> int:
+        return int(self.name.split("-", 1)[0])
+
+    @property
+    def source(self) -> str:
+        return self.name.split("-", 1)[1]
+
+
+@dataclass
+class Journal:
+    """``.dispatch/suggestions/journal.json``: cursors of the snapshots and the pending batch."""
+
+    folder: Path
+    seq: int = 0
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    pending: dict[str, Any] | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / JOURNAL_NAME
+
+    @classmethod
+    def load(cls, folder: Path) -> Journal:
+        journal = cls(folder)
+        try:
+            data = json.loads(journal.path.read_text(encoding="utf-8"))
+            journal.seq = int(data["seq"])
+            for name, entry in data["snapshots"].items():
+                journal.snapshots[name] = Snapshot(name, **entry)
+            journal.pending = data.get("pending")
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SuggestionsError(
+                f"The ingest journal {journal.path} is unreadable ({exc}).",
+                hint="Restore it, or delete it only if every file beside it was already "
+                "ingested (otherwise their lines are read again).",
+                path=journal.path,
+            ) from exc
+        return journal
+
+    def save(self) -> None:
+        data = {
+            "version": 1,
+            "seq": self.seq,
+            "snapshots": {
+                s.name: {"offset": s.offset, "line": s.line, "rotated_at": s.rotated_at}
+                for s in self.snapshots.values()
+            },
+            "pending": self.pending,
+        }
+        write_atomic(self.path, json.dumps(data, indent=1).encode("utf-8"))
+
+    def ordered(self) -> list[Snapshot]:
+        return sorted(self.snapshots.values(), key=lambda snap: snap.seq)
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        replace_with_retry(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def crash_point(step: str) -> None:
+    """Exit at once, mid-ingest, when the tests ask for it (the crash tests' only hook)."""
+    if os.environ.get(CRASH_ENV) == step:
+        os._exit(86)
+
+
+@contextmanager
+def locked(layout: Layout) -> Iterator[None]:
+    path = layout.locks / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=LOCK_TIMEOUT_SECS)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise LockBusy(
+            f"Timed out after {LOCK_TIMEOUT_SECS:.0f} s waiting for {path}.",
+            hint="Another ingest is running; if none is, delete that lock file.",
+            path=path,
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def recover(journal: Journal, tasks: Sequence[Task], *, write: bool = True) -> int | None:
+    """Settle a batch a crashed run left pending: None if there was none, else how many of
+    its tasks were found in the store (0: the batch was never stored and is read again).
+
+    Changes the journal in memory only; ``write=False`` also leaves rejected.txt alone.
+    """
+    if journal.pending is None:
+        return None
+    batch_id = journal.pending["id"]
+    found = [t for t in tasks if (t.model_extra or {}).get(MARK_FIELD) == batch_id]
+    if found:  # the tasks exist: only the cursors were not moved yet
+        apply_pending(journal, write=write)
+    else:  # add_many never happened: the lines are simply read again
+        journal.pending = None
+    return len(found)
+
+
+def apply_pending(journal: Journal, *, write: bool = True) -> None:
+    """Move the cursors to where the pending batch left them and keep its rejected lines."""
+    assert journal.pending is not None
+    if write and journal.pending.get("rejected"):
+        _keep_rejected(journal.folder, journal.pending["id"], journal.pending["rejected"])
+    for name, (offset, line) in journal.pending["cursors"].items():
+        if name in journal.snapshots:
+            journal.snapshots[name].offset, journal.snapshots[name].line = offset, line
+    journal.pending = None
+
+
+def _keep_rejected(folder: Path, batch_id: str, block: str) -> None:
+    """Append a batch's invalid lines to rejected.txt once, even if called again after a crash."""
+    path = folder / REJECTED_NAME
+    try:
+        existing = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        existing = ""
+    if f"# ingest {batch_id} " not in existing:
+        write_atomic(path, (existing + block).encode("utf-8"))
+
+
+def rejected_block(batch_id: str, invalid: Sequence[LineIssue]) -> str:
+    if not invalid:
+        return ""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    lines = [
+        f"# ingest {batch_id} at {stamp}: these lines were not added; fix a line and append "
+        "it to suggested_tasks.txt to try again"
+    ]
+    for issue in invalid:
+        lines += [f"# {issue.where}: {issue.reason}", issue.text]
+    return "\n".join(lines) + "\n"
+
+
+def adopt(journal: Journal) -> bool:
+    """Bring the journal in line with the folder (a rename whose entry a crash lost)."""
+    changed = False
+    present = set()
+    for entry in journal.folder.glob("*"):
+        match = SNAPSHOT_NAME.match(entry.name)
+        if not match or not entry.is_file() or entry.name.endswith(".tmp"):
+            continue
+        present.add(entry.name)
+        journal.seq = max(journal.seq, int(match.group(1)))
+        if entry.name not in journal.snapshots:
+            journal.snapshots[entry.name] = Snapshot(entry.name, rotated_at=time.time())
+            changed = True
+    for name in set(journal.snapshots) - present:
+        log.warning("ingest: %s disappeared from %s before it was fully read", name, journal.folder)
+        del journal.snapshots[name]
+        changed = True
+    return changed
+
+
+def rotate(source: Path, journal: Journal) -> str | None:
+    """Rename the live file into the inbox folder (see the package docstring for why).
+
+    Returns a warning when the file could not be moved (held open on Windows for longer than
+    ROTATE_PATIENCE_SECS); its lines then simply wait for the next run.
+    """
+    try:
+        if source.stat().st_size == 0:
+            return None
+    except FileNotFoundError:
+        return None
+    name = f"{journal.seq + 1:06d}-{source.name}"
+    deadline, delay = time.monotonic() + ROTATE_PATIENCE_SECS, 0.002
+    while True:
+        try:
+            source.replace(journal.folder / name)
+            break
+        except FileNotFoundError:
+            return None
+        except PermissionError as exc:
+            # Windows: an appender or another program has the file open; appenders hold it
+            # for milliseconds, so waiting a little is enough. On POSIX it is a real refusal.
+            if not IS_WINDOWS or time.monotonic() >= deadline:
+                message = (
+                    f"Could not take new lines out of {source}: {exc}. Lines already taken "
+                    "were ingested; the file's lines wait for the next run (close any program "
+                    "that keeps it open)."
+                )
+                log.warning("ingest: %s", message)
+                return message
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        except OSError as exc:
+            hint = "Check the file's permissions."
+            if exc.errno == errno.EXDEV:
+                hint = f"It must be on the drive of {journal.folder}; copy it into the repository."
+            raise SuggestionsError(
+                f"Cannot move {source} into {journal.folder}: {exc}.", hint=hint, path=source
+            ) from exc
+    journal.seq += 1
+    journal.snapshots[name] = Snapshot(name, rotated_at=time.time())
+    journal.save()
+    crash_point("rotated")
+    return None
+
+
+def take(snap: Snapshot, folder: Path) -> tuple[list[RawLine], int, int, bool]:
+    """The complete lines of a snapshot after its cursor, where the cursor goes next (bytes,
+    lines), and whether an unfinished last line was left for later."""
+    path = folder / snap.name
+    data = read_from(path, snap.offset)
+    final = IS_WINDOWS  # a file renamed on Windows had no writer and can never get one
+    if data and not data.endswith(b"\n") and not final:
+        # On POSIX a writer may still be finishing that last line; give it a moment.
+        time.sleep(max(0.0, SETTLE_SECS - _age(path, snap)))
+        data = read_from(path, snap.offset)
+        final = _age(path, snap) >= SETTLE_SECS
+    lines, used, count = split_lines(
+        data, source=snap.source, first_line=snap.line + 1, final=final
+    )
+    return lines, snap.offset + used, snap.line + count, used < len(data)
+
+
+def read_from(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read()
+    except OSError as exc:
+        raise SuggestionsError(f"Cannot read {path}: {exc}.", path=path) from exc
+
+
+def _age(path: Path, snap: Snapshot) -> float:
+    """Seconds since the snapshot was renamed or last written, whichever is later."""
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return time.time() - max(mtime, snap.rotated_at)
+
+
+def cleanup(journal: Journal) -> None:
+    """Delete snapshots that are fully read and past the grace period for late appends."""
+    grace = 0.0 if IS_WINDOWS else DELETE_GRACE_SECS
+    changed = False
+    for snap in journal.ordered():
+        path = journal.folder / snap.name
+        try:
+            if path.stat().st_size != snap.offset or _age(path, snap) < grace:
+                continue
+            path.unlink()
+        except OSError:
+            continue  # still in use or already gone: try again next time
+        del journal.snapshots[snap.name]
+        changed = True
+    if changed:
+        journal.save()
