@@ -18,7 +18,6 @@ from ..tasks import Task
 from .inbox import (
     INBOX_DIR,
     REJECTED_NAME,
-    SNAPSHOT_NAME,
     Journal,
     SuggestionsError,
     adopt,
@@ -276,25 +275,33 @@ Marker = tuple[int, int, int]
 
 
 def suggestions_grew(layout: Layout, last_seen: Marker | None) -> tuple[bool, Marker]:
-    """Whether there may be new lines since ``last_seen``, and the marker to pass next time.
+    """Whether there may be lines to ingest since ``last_seen``, and the marker for next time.
 
-    Only stats: the file's size and mtime, and the bytes in the inbox folder (a late line
-    written into a snapshot counts as growth).
+    Cheap enough for every dispatcher cycle: a stat of the file and, only when the inbox
+    folder exists, a read of its small journal to count bytes not read yet (a line an appender
+    wrote into a snapshot after it was renamed, or a last line waiting for its newline).
     """
     try:
         info = layout.suggested_tasks.stat()
         size, mtime = info.st_size, info.st_mtime_ns
     except OSError:
         size, mtime = 0, 0
-    inbox = 0
+    marker = (size, mtime, _unread_inbox_bytes(layout.state / INBOX_DIR))
+    return marker != last_seen and (size > 0 or marker[2] > 0), marker
+
+
+def _unread_inbox_bytes(folder: Path) -> int:
+    if not folder.is_dir():
+        return 0
     try:
-        with os.scandir(layout.state / INBOX_DIR) as entries:
-            for entry in entries:
-                if SNAPSHOT_NAME.match(entry.name) and not entry.name.endswith(".tmp"):
-                    inbox += entry.stat().st_size
-    except OSError:
-        pass
-    marker = (size, mtime, inbox)
-    if marker == last_seen:
-        return False, marker
-    return size > 0 or inbox > (last_seen[2] if last_seen else 0), marker
+        journal = Journal.load(folder)
+        adopt(journal)
+    except (SuggestionsError, OSError):
+        return 0  # ingest itself will report the problem
+    unread = 0
+    for snap in journal.snapshots.values():
+        try:
+            unread += max(0, (folder / snap.name).stat().st_size - snap.offset)
+        except OSError:
+            continue
+    return unread
