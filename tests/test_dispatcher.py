@@ -13,8 +13,14 @@ import pytest
 from conftest import git
 from localdispatch import gitops
 from localdispatch.config import load_config
-from localdispatch.dispatch_state import RunRecord, StateFile, read_state, status_snapshot
-from localdispatch.dispatcher import Dispatcher, dispatcher_lock
+from localdispatch.dispatch_state import (
+    RunRecord,
+    StateFile,
+    dispatcher_lock,
+    read_state,
+    status_snapshot,
+)
+from localdispatch.dispatcher import Dispatcher
 from localdispatch.errors import LockBusy
 from localdispatch.events import EventLog
 from localdispatch.layout import Layout, layout_for

@@ -18,14 +18,17 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import psutil
+from filelock import FileLock, Timeout
 
 from .config import Config
-from .errors import DispatchError
+from .errors import DispatchError, LockBusy
 from .events import EventLog
 from .layout import Layout
 from .scheduling import Plan, plan_waves, rank_ready
@@ -88,6 +91,28 @@ def load_owner(layout: Layout) -> dict[str, Any] | None:
     except (KeyError, TypeError, ValueError):
         return None
     return owner if find_process(key) is not None else None
+
+
+@contextmanager
+def dispatcher_lock(layout: Layout) -> Iterator[None]:
+    """Hold the one-dispatcher-per-repository lock; LockBusy names the holder if known."""
+    path = layout.locks / "dispatcher.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = load_owner(layout)
+        who = f" (pid {owner['pid']}, started {owner.get('started_at', '?')})" if owner else ""
+        raise LockBusy(
+            f"Another dispatcher is already running on {layout.repo}{who}.",
+            hint=f"Wait for it, or stop it; it holds the lock {path}. Use --status to see it.",
+            path=path,
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class StateFile:
@@ -207,7 +232,7 @@ def status_snapshot(
 
 def pending_merges(config: Config, layout: Layout, store: TaskStore) -> list[dict[str, Any]]:
     """Branches waiting in the merge queue, as the queue reports them."""
-    from .dispatcher import merge_queue_class  # the dispatcher owns the lazy import
+    from .merge_runner import merge_queue_class
 
     cls = merge_queue_class()
     if cls is not None:

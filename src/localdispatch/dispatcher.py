@@ -19,20 +19,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from . import gitops
 from .config import Config
-from .dispatch_state import RunRecord, StateFile, load_owner
-from .errors import DispatchError, LockBusy, TaskNotFound
+from .dispatch_state import RunRecord, StateFile, dispatcher_lock
+from .errors import DispatchError, TaskNotFound
 from .events import EventLog
 from .layout import Layout, ensure_state_ignored
+from .merge_runner import MergeRunner, merge_queue_class
 from .scheduling import pick_next
 from .store import TaskStore, open_store
 from .supervisor import (
@@ -42,32 +40,13 @@ from .supervisor import (
     kill_tree,
     marked_processes,
     repo_marker,
-    start_worker,
-    worker_marker,
 )
 from .tasks import Task
-from .workers import (
-    Verdict,
-    attempt_files,
-    judge,
-    protected_paths,
-    retry_or_fail,
-    task_instructions,
-    worker_argv,
-    write_task_file,
-)
+from .workers import Verdict, judge, launch_attempt, retry_or_fail
 
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[dict[str, Any]], None]
-
-
-def merge_queue_class() -> Any | None:
-    """``localdispatch.merging.MergeQueue``, or None while that module is not installed."""
-    try:
-        return importlib.import_module("localdispatch.merging").MergeQueue
-    except (ImportError, AttributeError):
-        return None
 
 
 def _suggestions(name: str) -> Callable[..., Any] | None:
@@ -78,28 +57,6 @@ def _suggestions(name: str) -> Callable[..., Any] | None:
     except (ImportError, AttributeError):
         return None
     return func
-
-
-@contextmanager
-def dispatcher_lock(layout: Layout) -> Iterator[None]:
-    """Hold the one-dispatcher-per-repository lock; LockBusy names the holder if known."""
-    path = layout.locks / "dispatcher.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        owner = load_owner(layout)
-        who = f" (pid {owner['pid']}, started {owner.get('started_at', '?')})" if owner else ""
-        raise LockBusy(
-            f"Another dispatcher is already running on {layout.repo}{who}.",
-            hint=f"Wait for it, or stop it; it holds the lock {path}. Use --status to see it.",
-            path=path,
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 @dataclass
@@ -124,57 +81,6 @@ class RunSummary:
     failed: int = 0
     interrupted: bool = False
     waiting_merges: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _Merger:
-    """Every merge-queue call, on one thread, so merges never stall the loop."""
-
-    def __init__(self, config: Config, layout: Layout, wake: queue.Queue[tuple[Any, ...]]) -> None:
-        self._config, self._layout, self._wake = config, layout, wake
-        self._jobs: queue.Queue[tuple[str, Any] | None] = queue.Queue()
-        self._outstanding = 0
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="merger", daemon=True)
-        self._thread.start()
-
-    @property
-    def busy(self) -> bool:
-        with self._lock:
-            return self._outstanding > 0
-
-    def submit(self, kind: str, payload: Any = None) -> None:
-        with self._lock:
-            self._outstanding += 1
-        self._jobs.put((kind, payload))
-
-    def stop(self, wait: float) -> None:
-        self._jobs.put(None)
-        self._thread.join(wait)
-
-    def _run(self) -> None:
-        merge_queue = None
-        while (job := self._jobs.get()) is not None:
-            kind, payload = job
-            try:
-                if merge_queue is None:
-                    merge_queue = self._make_queue()
-                result: Any = (
-                    merge_queue.retry_pending() if kind == "retry" else merge_queue.merge(*payload)
-                )
-                self._wake.put((kind, payload, result, None, time.time()))
-            except Exception as exc:  # reported to the loop, which decides
-                log.exception("merge queue: %s failed", kind)
-                self._wake.put((kind, payload, None, exc, time.time()))
-            finally:
-                with self._lock:
-                    self._outstanding -= 1
-
-    def _make_queue(self) -> Any:
-        cls = merge_queue_class()
-        if cls is None:
-            raise DispatchError("The merge queue (localdispatch.merging) is not installed.")
-        store = open_store(self._config, self._layout)
-        return cls(self._config, self._layout, store, EventLog(self._layout.events))
 
 
 class Dispatcher:
@@ -204,10 +110,13 @@ class Dispatcher:
         self._runs: dict[int, ActiveRun] = {}
         self._merging: dict[str, ActiveRun] = {}
         self._vacated: set[int] = set()
-        self._merger: _Merger | None = None
+        self._merger: MergeRunner | None = None
         self._interrupts = 0
         self._last_retry = 0.0
-        self._retry_progress = True
+        # Every change that could let a pending merge move on bumps the generation; idle
+        # means the merge queue answered "nothing to do" for the current generation.
+        self._generation = 0
+        self._settled: int | None = None
         self._suggestions_seen: tuple[int, int] | None = None
 
     # ---- public ---------------------------------------------------------------------------
@@ -282,7 +191,7 @@ class Dispatcher:
         elif kind == "merge":
             self._merge_done(item[1], item[2], item[3], item[4])
         elif kind == "retry":
-            self._retry_done(item[2], item[3])
+            self._retry_done(item[1], item[2], item[3])
         elif kind == "interrupt" and self._interrupts == 1:
             self._report("stopping", running=len(self._runs))
 
@@ -294,7 +203,7 @@ class Dispatcher:
             return False
         if self._interrupts or self._quota_reached():
             return True
-        if not self.until_idle or self._retry_progress:
+        if not self.until_idle or self._settled != self._generation:
             return False
         return not pick_next(self.store.all(), [], self.slots)
 
@@ -347,53 +256,16 @@ class Dispatcher:
         )
 
     def _launch(self, slot: int, task: Task, branch: str, attempt: int) -> ActiveRun:
-        repo, base = self.layout.repo, self.config.branch
-        worktree = self.layout.slot_worktree(slot)
-        if task.kind == "conflict":
-            start_commit = gitops.prepare_conflict_worktree(repo, worktree, base, branch)
-        else:
-            start_commit = gitops.prepare_task_worktree(repo, worktree, base, branch)
-        files = attempt_files(self.layout, task, attempt)
-        text = task_instructions(
-            task,
-            branch=branch,
-            base=base,
-            protected=protected_paths(self.config, self.layout),
-            suggestions_file=self.config.suggested_tasks_file,
-        )
-        write_task_file(files.task_file, text)
-        argv = worker_argv(
+        record, handle = launch_attempt(
             self.config,
+            self.layout,
+            slot,
             task,
-            task_file=files.task_file,
-            worktree=worktree,
             branch=branch,
-            history_dir=files.history_dir,
-        )
-        marker = worker_marker(repo, slot, task.id)
-        record = RunRecord(
-            slot=slot,
-            task_id=task.id,
-            kind=task.kind,
-            branch=branch,
-            start_commit=start_commit,
-            worktree=str(worktree),
-            log=str(files.log),
             attempt=attempt,
-            marker=marker,
-        )
-        run = ActiveRun(record=record, task=task)
-        handle = start_worker(
-            f"{self.layout.worktree_prefix}{slot}",
-            argv,
-            cwd=worktree,
-            log_path=files.log,
-            marker=marker,
             on_exit=lambda h: self._wake.put(("exit", slot, h)),
         )
-        run.handle = handle
-        record.pid, record.create_time = handle.key.pid, handle.key.create_time
-        record.started_at = handle.started
+        run = ActiveRun(record=record, task=task, handle=handle)
         if self.config.worker_timeout_secs > 0:
             run.deadline = time.monotonic() + self.config.worker_timeout_secs
         return run
@@ -426,6 +298,7 @@ class Dispatcher:
 
     def _finish(self, run: ActiveRun) -> None:
         """Judge a finished attempt by its commits and act on the verdict."""
+        self._generation += 1
         record, handle = run.record, run.handle
         worktree = Path(record.worktree)
         self._harvest(worktree, record.task_id)
@@ -504,7 +377,7 @@ class Dispatcher:
         self._merging[run.record.task_id] = run
         self.state.save(self._records())
 
-    def _ensure_merger(self) -> _Merger:
+    def _ensure_merger(self) -> MergeRunner:
         if self._merger is None:
             if merge_queue_class() is None:
                 raise DispatchError(
@@ -513,7 +386,7 @@ class Dispatcher:
                     hint='Set "auto_merge_worktrees": false to leave branches for you to merge.',
                     key="auto_merge_worktrees",
                 )
-            self._merger = _Merger(self.config, self.layout, self._wake)
+            self._merger = MergeRunner(self.config, self.layout, self._wake)
         return self._merger
 
     def _merge_done(self, payload: Any, outcome: Any, error: Exception | None, at: float) -> None:
@@ -535,11 +408,11 @@ class Dispatcher:
             self.summary.merged += 1
         elif status in ("rejected", "error"):
             self._reject(task.id, message)
-        self._retry_progress = True
+        self._generation += 1
         if run is not None:
             self.state.save(self._records())
 
-    def _retry_done(self, outcomes: Any, error: Exception | None) -> None:
+    def _retry_done(self, generation: int, outcomes: Any, error: Exception | None) -> None:
         progress = False
         for outcome in outcomes or []:
             self._emit(
@@ -559,7 +432,10 @@ class Dispatcher:
                 self._reject(outcome.task_id, outcome.message)
         if error is not None:
             log.warning("retrying pending merges failed: %s", error)
-        self._retry_progress = progress
+        if progress:
+            self._generation += 1
+        else:
+            self._settled = generation
 
     def _reject(self, task_id: str, message: str) -> None:
         """A merge the queue refused (test gate, protected path): a failed attempt."""
@@ -573,17 +449,17 @@ class Dispatcher:
     # ---- periodic chores ------------------------------------------------------------------
     def _maybe_retry_pending(self) -> None:
         if merge_queue_class() is None or not self.config.auto_merge_worktrees:
-            self._retry_progress = False
+            self._settled = self._generation
             return
         now = time.monotonic()
         merger = self._ensure_merger()
         # While workers run, once per poll interval is enough; when all is quiet, at once,
         # since the answer decides whether --until-idle is done.
-        quiet = not self._runs and not self._merging and self._retry_progress
+        quiet = not self._runs and not self._merging and self._settled != self._generation
         if merger.busy or (not quiet and now - self._last_retry < self.config.poll_interval_secs):
             return
         self._last_retry = now
-        merger.submit("retry")
+        merger.submit("retry", self._generation)
 
     def _maybe_ingest(self) -> None:
         path = self.layout.suggested_tasks
@@ -604,7 +480,7 @@ class Dispatcher:
         except DispatchError as exc:
             log.warning("could not ingest %s: %s", path, exc)
             return
-        self._retry_progress = True
+        self._generation += 1
         self._emit("ingest", file=str(path), added=_count(added))
 
     def _harvest(self, worktree: Path, task_id: str) -> None:

@@ -1,22 +1,26 @@
-"""What a worker is told and how it is judged.
+"""A worker attempt: what a worker is told, how it is started, and how it is judged.
 
-The argv of a worker (Aider's non-interactive flags, or ``worker_command`` with its
-placeholders) is built here as a list and never given to a shell. The task text goes to a file
-under ``.dispatch/tasks/``, outside every worktree, so it can never be committed. A worker is
-judged by the commits it made, never by its exit code: Aider exits 0 when the model failed.
+``launch_attempt`` prepares a slot's worktree and starts one attempt. The argv (Aider's
+non-interactive flags, or ``worker_command`` with its placeholders) is built as a list and
+never given to a shell. The task text goes to a file under ``.dispatch/tasks/``, outside
+every worktree, so it can never be committed. A worker is judged by the commits it made,
+never by its exit code: Aider exits 0 when the model failed.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from . import gitops
 from .config import Config
+from .dispatch_state import RunRecord
 from .errors import WorkerError
 from .layout import Layout
+from .supervisor import WorkerHandle, start_worker, worker_marker
 from .tasks import Task
 
 PLACEHOLDERS = ("task_file", "model", "worktree", "task_id", "files", "branch", "base")
@@ -187,6 +191,69 @@ def expand_command(
     if program and Path(argv[0]).name == argv[0]:
         argv[0] = program
     return argv
+
+
+def launch_attempt(
+    config: Config,
+    layout: Layout,
+    slot: int,
+    task: Task,
+    *,
+    branch: str,
+    attempt: int,
+    on_exit: Callable[[WorkerHandle], None],
+) -> tuple[RunRecord, WorkerHandle]:
+    """Start one attempt of ``task`` in ``slot``: its worktree, its task file, its process.
+
+    The returned record is what state.json keeps about the attempt.
+    """
+    repo, base = layout.repo, config.branch
+    worktree = layout.slot_worktree(slot)
+    if task.kind == "conflict":
+        start_commit = gitops.prepare_conflict_worktree(repo, worktree, base, branch)
+    else:
+        start_commit = gitops.prepare_task_worktree(repo, worktree, base, branch)
+    files = attempt_files(layout, task, attempt)
+    text = task_instructions(
+        task,
+        branch=branch,
+        base=base,
+        protected=protected_paths(config, layout),
+        suggestions_file=config.suggested_tasks_file,
+    )
+    write_task_file(files.task_file, text)
+    argv = worker_argv(
+        config,
+        task,
+        task_file=files.task_file,
+        worktree=worktree,
+        branch=branch,
+        history_dir=files.history_dir,
+    )
+    marker = worker_marker(repo, slot, task.id)
+    handle = start_worker(
+        f"{layout.worktree_prefix}{slot}",
+        argv,
+        cwd=worktree,
+        log_path=files.log,
+        marker=marker,
+        on_exit=on_exit,
+    )
+    record = RunRecord(
+        slot=slot,
+        task_id=task.id,
+        kind=task.kind,
+        branch=branch,
+        start_commit=start_commit,
+        worktree=str(worktree),
+        log=str(files.log),
+        attempt=attempt,
+        marker=marker,
+        pid=handle.key.pid,
+        create_time=handle.key.create_time,
+        started_at=handle.started,
+    )
+    return record, handle
 
 
 # ---- judging (pure) ----------------------------------------------------------------------
