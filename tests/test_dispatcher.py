@@ -344,3 +344,16 @@ def test_a_conflict_becomes_a_task_and_the_merge_is_retried_after_it(make_env) -
     assert f"{first} was here" in text and f"{second} was here" in text and "<<<" not in text
     statuses = [e["status"] for e in env.events("merge_outcome")]
     assert statuses.count("merged") == 2 and statuses.count("conflict") == 1
+
+
+def test_a_rejected_merge_is_a_failed_attempt(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(auto_merge_worktrees=True, max_worker_retries=1)
+    before = (env.repo / "dispatch_config.json").read_text(encoding="utf-8")
+    task_id = env.add("Touch the config", description="@write: dispatch_config.json")
+    summary = env.dispatcher().run()
+    task = env.store.get(task_id)
+    assert task.status == "failed" and task.attempts == 2
+    assert "merge rejected" in (task.closed_reason or "")
+    assert summary.retried == 1 and summary.failed == 1 and summary.merged == 0
+    assert [e["status"] for e in env.events("merge_outcome")] == ["rejected", "rejected"]
+    assert git(env.repo, "show", "main:dispatch_config.json") == before.strip()
