@@ -357,3 +357,15 @@ def test_a_rejected_merge_is_a_failed_attempt(make_env) -> None:  # type: ignore
     assert summary.retried == 1 and summary.failed == 1 and summary.merged == 0
     assert [e["status"] for e in env.events("merge_outcome")] == ["rejected", "rejected"]
     assert git(env.repo, "show", "main:dispatch_config.json") == before.strip()
+
+
+def test_a_workers_follow_up_idea_becomes_a_task_and_runs(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(auto_merge_worktrees=True)
+    first = env.add("Write code", description="@suggest: Write the docs [files: docs.txt]")
+    env.dispatcher().run()
+    board = {t.title: t for t in env.store.all()}
+    follow_up = board["Write the docs"]
+    assert follow_up.discovered_from == first and follow_up.files == ["docs.txt"]
+    assert follow_up.status == "done" and env.store.get(first).status == "done"
+    assert git(env.repo, "show", "main:docs.txt") == f"{follow_up.id} was here"
+    assert "suggested_tasks.txt" not in git(env.repo, "ls-tree", "-r", "--name-only", "main")

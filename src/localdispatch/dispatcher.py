@@ -117,7 +117,7 @@ class Dispatcher:
         # means the merge queue answered "nothing to do" for the current generation.
         self._generation = 0
         self._settled: int | None = None
-        self._suggestions_seen: tuple[int, int] | None = None
+        self._suggestions_seen: tuple[int, ...] | None = None
 
     # ---- public ---------------------------------------------------------------------------
     def interrupt(self) -> int:
@@ -462,26 +462,36 @@ class Dispatcher:
         merger.submit("retry", self._generation)
 
     def _maybe_ingest(self) -> None:
-        path = self.layout.suggested_tasks
-        try:
-            info = path.stat()
-        except OSError:
+        if not self._suggestions_grew():
             return
-        seen = (info.st_size, info.st_mtime_ns)
-        if seen == self._suggestions_seen or info.st_size == 0:
-            self._suggestions_seen = seen
-            return
-        self._suggestions_seen = seen
         ingest = _suggestions("ingest")
         if ingest is None:
             return
         try:
-            added = ingest(self.config, self.layout, self.store)
+            report = ingest(self.config, self.layout, self.store)
         except DispatchError as exc:
-            log.warning("could not ingest %s: %s", path, exc)
+            log.warning("could not ingest %s: %s", self.layout.suggested_tasks, exc)
             return
-        self._generation += 1
-        self._emit("ingest", file=str(path), added=_count(added))
+        added = _count(getattr(report, "added", report))
+        if added:
+            self._generation += 1
+            self._emit("ingest", file=str(self.layout.suggested_tasks), added=added)
+
+    def _suggestions_grew(self) -> bool:
+        """Whether suggested_tasks.txt may hold new lines (the suggestions module's own check
+        also sees lines waiting in its inbox; a size and time stamp otherwise)."""
+        grew = _suggestions("suggestions_grew")
+        if grew is not None:
+            changed, self._suggestions_seen = grew(self.layout, self._suggestions_seen)
+            return bool(changed)
+        try:
+            info = self.layout.suggested_tasks.stat()
+        except OSError:
+            return False
+        seen = (info.st_size, info.st_mtime_ns)
+        changed = seen != self._suggestions_seen and info.st_size > 0
+        self._suggestions_seen = seen
+        return changed
 
     def _harvest(self, worktree: Path, task_id: str) -> None:
         harvest = _suggestions("harvest_worktree_suggestions")
