@@ -135,7 +135,12 @@ def write_atomic(path: Path, payload: bytes) -> None:
 
 
 def crash_point(step: str) -> None:
-    """Exit at once, mid-ingest, when the tests ask for it (the crash tests' only hook)."""
+    """Exit at once, mid-ingest, when ``$LOCALDISPATCH_INGEST_CRASH_AT`` names this step.
+
+    The crash tests' only hook. Steps in order: ``renamed`` (file moved, journal not told),
+    ``rotated``, ``pending`` (batch recorded, no task yet), ``added`` (tasks stored, cursors
+    not moved), ``committed``.
+    """
     if os.environ.get(CRASH_ENV) == step:
         os._exit(86)
 
@@ -247,6 +252,7 @@ def rotate(source: Path, journal: Journal) -> str | None:
     while True:
         try:
             source.replace(journal.folder / name)
+            crash_point("renamed")  # the journal does not know this snapshot yet
             break
         except FileNotFoundError:
             return None
