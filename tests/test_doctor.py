@@ -1,4 +1,4 @@
-"""`localdispatch doctor` on real repositories and a real (stub) Ollama server."""
+"""`localdispatch doctor` on real repositories and a real (stub) model server."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 
 from conftest import git, localdispatch, make_repo
+from localdispatch.testing import ModelServer, closed_port
+
+MODEL = "qwen2.5-coder:7b"
+KEY_ENV = "LOCALDISPATCH_DOCTOR_KEY"
 
 
 def checks_of(result_stdout: str) -> dict[str, dict[str, object]]:
@@ -76,3 +80,46 @@ def test_tracked_state_file_is_a_failure(repo: Path) -> None:
     checks = checks_of(localdispatch("doctor", "--json", cwd=repo).stdout)
     assert checks["state files"]["status"] == "fail"
     assert "git rm --cached task_queue.json" in str(checks["state files"]["fix"])
+
+
+def _openai_config(repo: Path, base_url: str, model: str = MODEL) -> None:
+    llm = {"provider": "openai", "base_url": base_url, "model": model, "api_key_env": KEY_ENV}
+    (repo / "dispatch_config.json").write_text(json.dumps({"llm": llm}), encoding="utf-8")
+
+
+def test_openai_provider_checks_its_server_instead_of_ollama(repo: Path) -> None:
+    with ModelServer(models=[MODEL]) as server:
+        _openai_config(repo, server.openai_url)
+        result = localdispatch("doctor", "--json", cwd=repo, env={KEY_ENV: "sk-doctor"})
+        checks = checks_of(result.stdout)
+        assert "ollama" not in checks
+        assert checks["model server"]["status"] == "ok"
+        assert server.openai_url in str(checks["model server"]["detail"])
+        assert MODEL in str(checks["model server"]["detail"])
+        listing = [r for r in server.requests if r.path == "/v1/models"]
+        assert len(listing) == 1
+        headers = {k.lower(): v for k, v in listing[0].headers.items()}
+        assert headers["authorization"] == "Bearer sk-doctor"
+
+        _openai_config(repo, server.openai_url, model="other:1b")
+        checks = checks_of(localdispatch("doctor", "--json", cwd=repo).stdout)
+        assert checks["model server"]["status"] == "warn"
+        assert "not 'other:1b'" in str(checks["model server"]["detail"])
+        assert MODEL in str(checks["model server"]["detail"])
+        assert "llm.model" in str(checks["model server"]["fix"])
+
+        _openai_config(repo, server.url)  # forgot the /v1
+        checks = checks_of(localdispatch("doctor", "--json", cwd=repo).stdout)
+        assert checks["model server"]["status"] == "fail"
+        assert "/v1" in str(checks["model server"]["fix"])
+
+
+def test_openai_server_down_is_a_failure_naming_the_url(repo: Path) -> None:
+    base_url = f"http://127.0.0.1:{closed_port()}/v1"
+    _openai_config(repo, base_url)
+    result = localdispatch("doctor", "--json", cwd=repo)
+    assert result.returncode == 1
+    check = checks_of(result.stdout)["model server"]
+    assert check["status"] == "fail"
+    assert base_url in str(check["detail"])
+    assert "llama_cpp.server" in str(check["fix"]) and "llm.base_url" in str(check["fix"])

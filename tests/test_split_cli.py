@@ -1,4 +1,5 @@
-"""split_task.py run for real, against a real HTTP server that speaks the Ollama API."""
+"""split_task.py run for real, against a real HTTP server that speaks the Ollama API (and
+OpenAI's, for llm.provider "openai")."""
 
 from __future__ import annotations
 
@@ -245,3 +246,89 @@ def test_localdispatch_split_is_the_same_command(repo: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Plan: 2 subtasks by sentence rules" in result.stdout
     assert not (repo / ".dispatch").exists()
+
+
+# ---- the same command against an OpenAI-compatible server --------------------------------
+
+
+def configure_openai(repo: Path, base_url: str, **llm: Any) -> None:
+    section = {"provider": "openai", "base_url": base_url, "model": MODEL, "timeout_secs": 10}
+    config = {"llm": {**section, **llm}}
+    (repo / "dispatch_config.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+def test_openai_provider_splits_and_stores(repo: Path, server: ModelServer) -> None:
+    configure_openai(repo, server.openai_url)
+    server.add_replies(good_plan())
+    result = split(repo, GOAL, "--json")
+    assert result.returncode == 0, result.stderr
+    assert f"Asking {MODEL} at {server.openai_url}" in result.stderr
+    data = json.loads(result.stdout)
+    assert (data["source"], data["model"], data["attempts"]) == ("model", MODEL, 1)
+    assert [t["id"] for t in data["tasks"]] == ["t-2", "t-3", "t-4"]
+    assert data["tasks"][2]["depends_on"] == ["t-2", "t-3"]
+    request = server.chat_requests[0]
+    assert request.path == "/v1/chat/completions"
+    assert request.body["temperature"] == 0
+    response_format = request.body["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["strict"] is True
+    assert response_format["json_schema"]["schema"]["required"] == ["subtasks"]
+    assert GOAL in request.messages[1]["content"]
+    assert len(stored(repo)) == 4
+
+
+def test_openai_provider_repairs_then_fails_cleanly(repo: Path, server: ModelServer) -> None:
+    configure_openai(repo, server.openai_url)
+    server.add_replies(good_plan()[:150], ScriptedReply(good_plan()[:300], done_reason="length"))
+    server.default_reply = '{"subtasks": [{"name": "no title"}]}'
+    result = split(repo, GOAL, "--dry-run", "--json")
+    assert result.returncode == 1
+    assert "no valid plan in 3 attempts" in result.stderr
+    assert "(llm.model)" in result.stderr
+    assert "cut off" in server.chat_requests[1].messages[-1]["content"]
+    assert "length limit" in server.chat_requests[2].messages[-1]["content"]
+    assert len(list((repo / ".dispatch" / "logs").glob("split-*.reply-*.txt"))) == 3
+    assert stored(repo) == []
+
+
+def test_openai_unknown_model_and_missing_key_are_named(repo: Path, server: ModelServer) -> None:
+    configure_openai(repo, server.openai_url, model="gpt-4o-mini")
+    result = split(repo, GOAL)
+    assert result.returncode == 1
+    assert "The model gpt-4o-mini is not available" in result.stderr
+    assert "llm.model" in result.stderr
+
+    configure_openai(repo, server.openai_url, api_key_env="MY_LLM_KEY")
+    server.add_replies(ScriptedReply(status=401, error="Unauthorized"))
+    result = split(repo, GOAL, env={"MY_LLM_KEY": ""})
+    assert result.returncode == 1
+    assert "environment variable MY_LLM_KEY (llm.api_key_env) is not set" in result.stderr
+
+
+def test_openai_server_down_names_the_url(repo: Path) -> None:
+    base_url = f"http://127.0.0.1:{closed_port()}/v1"
+    configure_openai(repo, base_url)
+    result = split(repo, GOAL)
+    assert result.returncode == 1
+    assert f"Cannot reach the OpenAI-compatible server at {base_url}" in result.stderr
+    assert "llama_cpp.server" in result.stderr
+    assert stored(repo) == []
+
+
+def test_openai_timeout_is_a_clear_failure(repo: Path) -> None:
+    with ModelServer([ScriptedReply(good_plan(), delay_secs=10)], models=[MODEL]) as slow:
+        configure_openai(repo, slow.openai_url, timeout_secs=0.5)
+        result = split(repo, GOAL)
+    assert result.returncode == 1
+    assert "did not answer within 0.5 s (llm.timeout_secs)" in result.stderr
+
+
+def test_openai_without_base_url_is_a_config_error(repo: Path) -> None:
+    (repo / "dispatch_config.json").write_text(
+        json.dumps({"llm": {"provider": "openai", "model": MODEL}}), encoding="utf-8"
+    )
+    result = split(repo, GOAL)
+    assert result.returncode == 2
+    assert 'llm.provider "openai" needs llm.base_url' in result.stderr
+    assert str(repo / "dispatch_config.json") in result.stderr

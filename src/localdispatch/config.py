@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +61,97 @@ class OllamaConfig(_Section):
     @classmethod
     def _host(cls, value: str) -> str:
         return normalize_host(value)
+
+
+# What an environment variable's name may be on every OS; a key pasted in its place is not.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Keys of the llm section that only mean something to the OpenAI-compatible provider.
+_OPENAI_ONLY = ("base_url", "model", "api_key_env", "timeout_secs", "max_tokens")
+
+
+class LLMConfig(_Section):
+    """Which protocol the splitter speaks: Ollama's own (the ``ollama`` section) or OpenAI's."""
+
+    provider: Literal["ollama", "openai"] = Field(
+        "ollama",
+        description='"ollama" (the ollama section), or "openai" for any OpenAI-compatible '
+        "server (llama.cpp server, LM Studio, vLLM) at llm.base_url.",
+    )
+    base_url: str | None = Field(
+        None,
+        description='For "openai": the API root, usually ending in /v1, e.g. '
+        "http://127.0.0.1:8080/v1.",
+    )
+    model: str | None = Field(
+        None, description='For "openai": the model name as the server lists it at /models.'
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description='For "openai": the environment variable that holds the API key (never '
+        "the key itself); unset means no key is sent.",
+    )
+    timeout_secs: float = Field(
+        120, gt=0, description='For "openai": timeout of one request to the model.'
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=64,
+        description='For "openai": most tokens one answer may have; a small model that rambles '
+        "is cut off there and asked again. null: the server's own limit.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = value.strip().rstrip("/")
+        if not re.match(r"https?://[^/\s]+", url):
+            raise ValueError(
+                f"llm.base_url {value!r} is not an http:// or https:// URL; write the server's "
+                "OpenAI-compatible root, e.g. http://127.0.0.1:8080/v1"
+            )
+        return url
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                f"llm.api_key_env must name an environment variable (like OPENAI_API_KEY), "
+                f"not hold the key; {_redact(value)} is not a variable name. Put the key in "
+                "that variable and keep it out of this file"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _combination(self) -> LLMConfig:
+        if self.provider == "ollama":
+            stray = [k for k in _OPENAI_ONLY if k in self.model_fields_set]
+            if stray:
+                raise ValueError(
+                    f'llm.{stray[0]} is used only with llm.provider "openai"; with Ollama '
+                    'set ollama.host, ollama.model and ollama.timeout_secs (or set "provider": '
+                    '"openai")'
+                )
+            return self
+        if not self.base_url:
+            raise ValueError(
+                'llm.provider "openai" needs llm.base_url, the server\'s OpenAI-compatible '
+                "root, e.g. http://127.0.0.1:8080/v1 (llama.cpp server), "
+                "http://127.0.0.1:1234/v1 (LM Studio) or http://127.0.0.1:8000/v1 (vLLM)"
+            )
+        if not self.model or not self.model.strip():
+            raise ValueError(
+                'llm.provider "openai" needs llm.model, the model\'s name as the server '
+                f"lists it (GET {self.base_url}/models)"
+            )
+        return self
+
+
+def _redact(value: str) -> str:
+    """Enough of a mistaken value to recognize it, never a whole secret in an error message."""
+    return repr(value[:4] + "...") if len(value) > 8 else repr(value)
 
 
 class SplitConfig(_Section):
@@ -160,6 +252,7 @@ class Config(_Section):
     task_queue_file: str = Field("task_queue.json", description="The JSON task store.")
     suggested_tasks_file: str = Field("suggested_tasks.txt", description="Follow-up ideas.")
     ollama: OllamaConfig = Field(default_factory=OllamaConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
 
     # Where the file was read from; relative paths resolve against its folder.
@@ -173,6 +266,12 @@ class Config(_Section):
         return self
 
     # -- derived values -------------------------------------------------------------------
+    def splitter_target(self) -> tuple[str, str]:
+        """The model the splitter asks and the server it asks, whichever provider is chosen."""
+        if self.llm.provider == "openai" and self.llm.base_url and self.llm.model:
+            return self.llm.model, self.llm.base_url
+        return self.ollama.model, self.ollama.host
+
     @property
     def source(self) -> Path | None:
         """The file this config was read from, or None for built-in defaults."""
@@ -371,12 +470,18 @@ def schema_text() -> str:
 def reference_markdown() -> str:
     """The README's table of every key, its default and meaning, generated from the model."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
-    for prefix, model in (("", Config), ("ollama.", OllamaConfig), ("split.", SplitConfig)):
+    sections = (
+        ("", Config),
+        ("ollama.", OllamaConfig),
+        ("llm.", LLMConfig),
+        ("split.", SplitConfig),
+    )
+    for prefix, model in sections:
         for name, info in model.model_fields.items():
             key = info.alias or name
-            if key == "$schema" or (not prefix and key in ("ollama", "split")):
+            if key == "$schema" or (not prefix and key in ("ollama", "llm", "split")):
                 continue
-            if info.default_factory is not None:
+            if prefix == "ollama." and key == "host":
                 default = "`$OLLAMA_HOST` or `http://127.0.0.1:11434`"
             else:
                 default = f"`{json.dumps(info.default)}`"

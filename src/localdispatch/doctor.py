@@ -18,14 +18,16 @@ from typing import Any, Literal
 import httpx
 
 from .config import Config, load_config
-from .errors import DispatchError
+from .errors import DispatchError, LLMError
 from .gitcmd import run_git
 from .layout import Layout, layout_for
+from .llm import OpenAIProvider
 
 Status = Literal["ok", "warn", "fail"]
 MIN_PYTHON = (3, 10)
 MIN_GIT = (2, 17)  # `git worktree remove` and `worktree prune` as we use them
 MIN_FREE_BYTES = 1 << 30
+PROBE_TIMEOUT_SECS = 3.0  # a model server on this machine answers a listing at once
 
 
 @dataclass
@@ -164,6 +166,9 @@ def check_state_ignored(layout: Layout) -> Check:
 
 
 def check_ollama(config: Config) -> Check:
+    """The splitter's model server: Ollama, or the OpenAI-compatible one llm.provider names."""
+    if config.llm.provider == "openai":
+        return _guard("model server", lambda: check_openai_server(config))
     host = config.ollama.host
     model = config.ollama.model
     try:
@@ -187,6 +192,32 @@ def check_ollama(config: Config) -> Check:
             f"Pull it: `ollama pull {model}`.",
         )
     return Check("ollama", "ok", f"Ollama {version} at {host} has '{model}'")
+
+
+def check_openai_server(config: Config) -> Check:
+    """``GET {llm.base_url}/models`` answers (with the key, if any) and lists llm.model."""
+    base_url, model = config.llm.base_url or "", config.llm.model or ""
+    provider = OpenAIProvider(
+        base_url, model, PROBE_TIMEOUT_SECS, api_key_env=config.llm.api_key_env
+    )
+    try:
+        served = provider.list_models()
+    except LLMError as exc:
+        return Check("model server", "fail", exc.message, exc.hint or "")
+    finally:
+        provider.close()
+    # Ollama's own OpenAI API lists "name:latest" for a model asked for as "name".
+    if model in served or f"{model}:latest" in served:
+        return Check("model server", "ok", f"the server at {base_url} offers '{model}'")
+    offered = ", ".join(served[:10]) or "no models"
+    return Check(
+        "model server",
+        "warn",
+        f"the server at {base_url} lists {offered}, not '{model}'",
+        "Set llm.model to a model it lists (a server that holds one model, like llama.cpp's, "
+        "answers with that one whatever the name; others refuse the request).",
+        required=False,
+    )
 
 
 def check_worker(config: Config) -> Check:

@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
         # Raw replies go to .dispatch/logs and tasks to the store: keep both out of git.
         ensure_state_ignored(layout)
     if not args.no_llm:
+        model, server = config.splitter_target()
         common.info(
-            f"Asking {config.ollama.model} at {config.ollama.host} to split the goal "
-            "(a local model can take a minute)..."
+            f"Asking {model} at {server} to split the goal (a local model can take a minute)..."
         )
     plan = split_goal(
         config,
