@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
+
+from rich.console import Console
 
 from ..dispatch_state import plan_snapshot, status_snapshot
 from ..dispatcher import Dispatcher, RunSummary
 from ..errors import UsageError
 from ..scheduling import Plan
 from ..store import open_store
-from . import common
+from . import common, status_view
 
 
 def register(sub: Any, name: str, help_text: str) -> None:
@@ -40,6 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--status", action="store_true", help="show tasks, running workers and pending merges"
     )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain progress lines instead of the live view (automatic when not a terminal)",
+    )
     common.add_common(parser)
     parser.set_defaults(handler=_handle)
 
@@ -54,7 +63,13 @@ def _handle(args: argparse.Namespace) -> int:
     config, layout = common.load(args)
     if args.status:
         data = status_snapshot(config, layout, open_store(config, layout))
-        common.emit_json(data) if args.json else common.write(format_status(data))
+        if args.json:
+            common.emit_json(data)
+        elif _live_capable(sys.stdout) and not args.plain:
+            events = status_view.recent_event_lines(layout, progress_line)
+            status_view.print_once(Console(), data, events, slots=config.num_workers)
+        else:
+            common.write(format_status(data))
         return 0
     if args.plan:
         slots = args.workers or config.num_workers
@@ -64,17 +79,29 @@ def _handle(args: argparse.Namespace) -> int:
         else:
             common.write(format_plan(plan, basis))
         return 0
+    live = not args.json and not args.plain and _live_capable(sys.stderr)
     dispatcher = Dispatcher(
         config,
         layout,
         workers=args.workers,
         max_tasks=args.max_tasks,
         until_idle=args.until_idle,
-        reporter=None if args.json else _progress,
+        reporter=None if args.json or live else _progress,
     )
     restore = _install_interrupts(dispatcher)
     try:
-        summary = dispatcher.run()
+        if live:
+            view = status_view.LiveStatus(
+                config,
+                layout,
+                open_store(config, layout),
+                progress_line,
+                slots=args.workers or config.num_workers,
+            )
+            with view:
+                summary = dispatcher.run()
+        else:
+            summary = dispatcher.run()
     finally:
         restore()
     if args.json:
@@ -82,6 +109,16 @@ def _handle(args: argparse.Namespace) -> int:
     else:
         common.info(format_summary(summary))
     return 130 if summary.interrupted else 0
+
+
+def _live_capable(stream: TextIO) -> bool:
+    """A live view needs a real terminal that can redraw; CI logs and files get plain lines."""
+    if os.environ.get("CI") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _install_interrupts(dispatcher: Dispatcher) -> Callable[[], None]:
