@@ -268,3 +268,20 @@ def test_readme_config_table_is_generated_from_the_model() -> None:
     assert readme[start:end] == reference_markdown(), (
         "README's config table is stale: paste the output of `localdispatch config docs`"
     )
+
+
+def test_user_protected_paths_add_to_the_defaults(tmp_path: Path) -> None:
+    from localdispatch.layout import protected_patterns
+
+    path = tmp_path / "dispatch_config.json"
+    path.write_text('{"protected_paths": ["secrets/**"]}', encoding="utf-8")
+    config = load_config(path)
+    patterns = protected_patterns(config, layout_for(config))
+    assert "secrets/**" in patterns
+    for always in (
+        "dispatch_config.json",
+        "dispatch_workers.py",
+        "task_queue.json",
+        ".dispatch/**",
+    ):
+        assert always in patterns

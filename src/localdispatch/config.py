@@ -221,8 +221,9 @@ class Config(_Section):
     )
     protected_paths: list[str] | None = Field(
         None,
-        description="Glob patterns; a branch that changes one is not merged. Default: this "
-        "config, the launchers and the state files.",
+        description="Glob patterns of more paths that workers must not change; a branch that "
+        "changes one is not merged. The config, the launchers and the state files are always "
+        "protected.",
     )
     max_merge_attempts: int = Field(
         3,

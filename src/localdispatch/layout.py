@@ -81,6 +81,12 @@ class Layout:
         return sorted(set(protected))
 
 
+def protected_patterns(config: Config, layout: Layout) -> list[str]:
+    """What workers may not change: always the config, launchers and state files (a worker
+    that rewrote the dispatcher's own scripts is how the ancestor broke), plus the user's own."""
+    return sorted({*layout.default_protected_paths(), *(config.protected_paths or [])})
+
+
 def layout_for(config: Config) -> Layout:
     repo = config.repo_path
     if config.worktree_placement == "sibling":

@@ -42,7 +42,7 @@ from .integration import (
     checked_out,
     list_worktrees,
 )
-from .layout import Layout, ensure_state_ignored
+from .layout import Layout, ensure_state_ignored, protected_patterns
 from .merge_state import (
     MergeOutcome,
     MergeRecords,
@@ -88,7 +88,7 @@ class MergeQueue:
         self.base = config.branch
         self.state = MergeState(layout.pending_merges, layout.locks / "pending_merges.lock")
         self.records = MergeRecords(config, store, events, self.state)
-        self.path_gate = PathGate(config.protected_paths or layout.default_protected_paths())
+        self.path_gate = PathGate(protected_patterns(config, layout))
         # Long enough to wait behind the longest merge another process may be doing.
         self.slot_timeout = config.test_timeout_secs + 120.0
         self.slot_path = layout.locks / "merge_slot.lock"

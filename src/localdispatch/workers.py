@@ -19,7 +19,7 @@ from . import gitops
 from .config import Config
 from .dispatch_state import RunRecord
 from .errors import WorkerError
-from .layout import Layout
+from .layout import Layout, protected_patterns
 from .supervisor import WorkerHandle, start_worker, worker_marker
 from .tasks import Task
 
@@ -66,7 +66,7 @@ def attempt_files(layout: Layout, task: Task, attempt: int) -> WorkerFiles:
 
 
 def protected_paths(config: Config, layout: Layout) -> list[str]:
-    return list(config.protected_paths or layout.default_protected_paths())
+    return protected_patterns(config, layout)
 
 
 def task_instructions(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import config_schema, load_config, reference_markdown, schema_text
-from ..layout import layout_for
+from ..layout import layout_for, protected_patterns
 from . import common
 
 
@@ -39,7 +39,7 @@ def _check(args: argparse.Namespace) -> int:
         "repo": str(layout.repo),
         "task_queue": str(layout.task_queue),
         "worktrees": str(layout.worktrees),
-        "protected_paths": config.protected_paths or layout.default_protected_paths(),
+        "protected_paths": protected_patterns(config, layout),
         "settings": config.model_dump(mode="json", by_alias=True, exclude={"schema_ref"}),
     }
     if args.json:
