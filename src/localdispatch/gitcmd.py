@@ -75,6 +75,23 @@ def run_git(
     return result
 
 
+def commit_args(repo: Path) -> list[str]:
+    """``-c`` options for commits the dispatcher itself makes (merges, resolutions).
+
+    CI machines and fresh installs have no git identity, so a fallback one is given for what
+    the repository lacks; and signing is switched off, because a signing prompt (gpg's
+    pinentry) would hang an unattended merge until its timeout.
+    """
+    out = run_git(["config", "--get-regexp", r"^user\.(name|email)$"], repo, check=False).stdout
+    have = {line.split(" ", 1)[0].lower() for line in out.splitlines()}
+    args = ["-c", "commit.gpgSign=false"]
+    if "user.name" not in have:
+        args += ["-c", "user.name=localdispatch"]
+    if "user.email" not in have:
+        args += ["-c", "user.email=localdispatch@localhost"]
+    return args
+
+
 def git_out(args: Sequence[str], cwd: Path, **kwargs: object) -> str:
     """stdout of a git command that must succeed, stripped."""
     return run_git(args, cwd, **kwargs).stdout.strip()  # type: ignore[arg-type]

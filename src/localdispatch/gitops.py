@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GitError
-from .gitcmd import git_out, run_git
+from .gitcmd import commit_args, git_out, run_git
 from .tasks import Task, slugify
 
 log = logging.getLogger(__name__)
 
 BRANCH_PREFIX = "ld/"
-_FALLBACK_IDENTITY = ["-c", "user.name=localdispatch", "-c", "user.email=localdispatch@localhost"]
 _CONFLICT_MARKERS = ("<<<<<<< ", ">>>>>>> ")
 
 
@@ -176,7 +175,7 @@ def prepare_conflict_worktree(repo: Path, path: Path, base: str, branch: str) ->
     run_git(["reset", "--hard", "--quiet", tip], path)
     run_git(["clean", "-ffdxq"], path)
     result = run_git(
-        [*_identity(repo), "merge", "--no-commit", "--no-ff", "--no-edit", base],
+        [*commit_args(repo), "merge", "--no-commit", "--no-ff", "--no-edit", base],
         path,
         check=False,
     )
@@ -203,7 +202,7 @@ def finish_merge(worktree: Path) -> bool:
         log.info("merge in %s is unresolved (%s); aborting it", worktree, ", ".join(unmerged))
         run_git(["merge", "--abort"], worktree, check=False)
         return False
-    run_git([*_identity(worktree), "commit", "--no-edit", "--quiet", "--no-verify"], worktree)
+    run_git([*commit_args(worktree), "commit", "--no-edit", "--quiet", "--no-verify"], worktree)
     return True
 
 
@@ -285,13 +284,6 @@ def _inside(path: Path, folder: Path) -> bool:
         return True
     except (ValueError, OSError):
         return False
-
-
-def _identity(repo: Path) -> list[str]:
-    """``-c user.name/-c user.email`` when the repository has no identity (CI machines)."""
-    name = run_git(["config", "user.name"], repo, check=False).stdout.strip()
-    email = run_git(["config", "user.email"], repo, check=False).stdout.strip()
-    return [] if name and email else list(_FALLBACK_IDENTITY)
 
 
 def remove_tree(path: Path) -> None:

@@ -33,7 +33,7 @@ from filelock import FileLock, Timeout
 from .config import Config
 from .errors import DispatchError, GitError
 from .events import EventLog
-from .gitcmd import run_git
+from .gitcmd import commit_args, run_git
 from .integration import (
     Advance,
     IntegrationTree,
@@ -258,23 +258,10 @@ class MergeQueue:
         if self._tree is None:
             ensure_state_ignored(self.layout)
             git_args = ["-c", f"core.hooksPath={self.layout.state / 'no-hooks'}"]
-            git_args += ["-c", "rerere.enabled=false", *self._identity()]
+            git_args += ["-c", "rerere.enabled=false", *commit_args(self.layout.repo)]
             self._tree = IntegrationTree(self.layout.repo, self.integration_path, git_args)
         self._tree.ensure(base_sha)
         return self._tree
-
-    def _identity(self) -> list[str]:
-        """``-c user.*`` for what the repository lacks: CI machines have no git identity."""
-        out = run_git(
-            ["config", "--get-regexp", r"^user\.(name|email)$"], self.layout.repo, check=False
-        ).stdout
-        have = {line.split(" ", 1)[0].lower() for line in out.splitlines()}
-        args = []
-        if "user.name" not in have:
-            args += ["-c", "user.name=localdispatch"]
-        if "user.email" not in have:
-            args += ["-c", "user.email=localdispatch@localhost"]
-        return args
 
     def _merge_or_rebase(
         self, task: Task, branch: str, base_sha: str, branch_sha: str
