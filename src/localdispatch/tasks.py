@@ -7,6 +7,7 @@ the chain of work behind each task still is (so the dispatcher can run the criti
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -230,7 +231,8 @@ def files_overlap(first: Iterable[str], second: Iterable[str]) -> bool:
 
 
 def _norm_path(path: str) -> str:
-    return path.strip().replace("\\", "/").strip("/").lower()
+    # Lower case: on Windows and macOS "App.py" and "app.py" are the same file.
+    return posixpath.normpath(path.strip().replace("\\", "/")).strip("/").lower()
 
 
 _SLUG = re.compile(r"[^a-z0-9]+")
