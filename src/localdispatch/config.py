@@ -193,6 +193,19 @@ class Config(_Section):
     )
     model: str = Field("ollama_chat/qwen2.5-coder:7b", description="Model passed to Aider.")
     aider_cmd: str = Field("aider", description="The Aider executable: a name on PATH or a path.")
+    aider_edit_format: (
+        Literal["whole", "diff", "diff-fenced", "udiff", "udiff-simple", "patch", "architect"]
+        | None
+    ) = Field(
+        None,
+        description='Aider\'s --edit-format. null: "whole" for Ollama and LM Studio models '
+        "under 30B parameters, Aider's own choice for the model otherwise.",
+    )
+    aider_extra_args: list[str] = Field(
+        [],
+        description="More Aider arguments, after localdispatch's own (a later flag wins), "
+        'e.g. ["--map-tokens", "1024"] for a repo map or ["--timeout", "300"].',
+    )
     worker_command: list[str] | None = Field(
         None,
         description='Worker argv for worker_backend "command"; placeholders {task_file}, '
