@@ -61,7 +61,7 @@ class DemoError(DispatchError):
 class DemoOptions:
     directory: Path | None = None  # None: a new folder under the system's temp folder
     workers: int = 3
-    pace_secs: float = 1.5  # how long each scripted worker "thinks"
+    pace_secs: float = 3.0  # how long each scripted worker "thinks"
     time_limit_secs: float = 100.0  # the dispatcher is stopped if it runs longer
 
     def check(self) -> None:
@@ -105,6 +105,7 @@ class DemoResult:
     interrupted: bool = False
     timed_out: bool = False
     kept: bool = True
+    cause: str = ""  # why it failed, in one sentence (empty when ok)
 
     @property
     def problems(self) -> list[str]:
@@ -128,6 +129,12 @@ class Demo:
 
     def __init__(self, options: DemoOptions) -> None:
         options.check()
+        if shutil.which("git") is None:
+            raise GitError(
+                "git is not installed or not on PATH; the demo needs it.",
+                hint="Install git (https://git-scm.com; on Windows, Git for Windows) and open "
+                "a new terminal.",
+            )
         self.options = options
         self.repo = _new_folder(options.directory)
         self.started = time.monotonic()
@@ -156,17 +163,14 @@ class Demo:
     # ---- 1. the repository -----------------------------------------------------------------
     def create_repo(self) -> Path:
         """The sample project committed on main, with a local identity and the config."""
-        if shutil.which("git") is None:
-            raise GitError(
-                "git is not installed or not on PATH; the demo needs it.",
-                hint="Install git (https://git-scm.com; on Windows, Git for Windows) and open "
-                "a new terminal.",
-            )
         repo = self.repo
         run_git(["init", "--quiet"], repo)
         # Not `init -b`: that needs git 2.28; this works on every git with worktrees.
         run_git(["symbolic-ref", "HEAD", "refs/heads/main"], repo)
-        for key, value in _LOCAL_GIT_CONFIG:
+        # Hooks from the user's templates or core.hooksPath (pre-commit, git-lfs) belong to
+        # their own repositories; the demo's points at a folder that holds none.
+        no_hooks = (repo / ".git" / "no-hooks").as_posix()
+        for key, value in (*_LOCAL_GIT_CONFIG, ("core.hooksPath", no_hooks)):
             run_git(["config", key, value], repo)
         for name, text in project.PROJECT_FILES.items():
             target = repo.joinpath(*name.split("/"))
@@ -271,11 +275,7 @@ class Demo:
             _check_conflict(tasks, conflicts),
             self._check_edits(),
             self._check_markers(),
-            Check(
-                "report",
-                report == project.EXPECTED_REPORT,
-                f"`python -m statkit {' '.join(project.REPORT_ARGS)}` printed {report!r}",
-            ),
+            _check_report(report),
             self._check_processes(),
             self._check_untracked_state(),
             self._check_checkout(),
@@ -288,8 +288,18 @@ class Demo:
         for task in tasks:
             counts[task.status] = counts.get(task.status, 0) + 1
         epic = next((t.id for t in tasks if t.kind == "epic"), "")
+        ok = all(c.ok for c in checks)
+        if ok:
+            cause = ""
+        elif self.timed_out or self.summary.interrupted:
+            cause = checks[0].detail
+        else:
+            cause = first_failure(tasks) or next(
+                f"{c.name}: {c.detail}" for c in checks if not c.ok
+            )
         return DemoResult(
-            ok=all(c.ok for c in checks),
+            ok=ok,
+            cause=cause,
             repo=str(self.repo),
             goal=project.GOAL,
             model_server=self.server_url,
@@ -318,13 +328,17 @@ class Demo:
 
     def _check_edits(self) -> Check:
         """Every edit a worker was asked to make is on main."""
-        missing = []
-        for sub in project.SUBTASKS:
-            for edit in sub.edits:
-                text = _show(self.repo, edit.path)
-                if text is None or edit.text not in text:
-                    missing.append(f"{edit.path} ({sub.title})")
-        detail = "missing on main: " + ", ".join(missing) if missing else "every edit is on main"
+        edits = [edit for sub in project.SUBTASKS for edit in sub.edits]
+        missing: list[str] = []
+        for edit in edits:
+            text = _show(self.repo, edit.path)
+            if (text is None or edit.text not in text) and edit.path not in missing:
+                missing.append(edit.path)
+        detail = (
+            f"edits to {len(missing)} file(s) are not on main ({_ids(missing, 4)})"
+            if missing
+            else f"all {len(edits)} edits are on main"
+        )
         return Check("edits", not missing, detail)
 
     def _check_markers(self) -> Check:
@@ -520,17 +534,34 @@ def _resolution(events: list[dict[str, Any]], task_id: str) -> list[str]:
 
 
 def _check_tasks(tasks: list[Task]) -> Check:
-    unfinished = [
-        f"{t.id} {t.status}" + (f" ({t.closed_reason})" if t.closed_reason else "")
-        for t in tasks
-        if t.status != "done"
-    ]
-    ok = bool(tasks) and not unfinished
-    return Check(
-        "tasks",
-        ok,
-        "not done: " + "; ".join(unfinished) if unfinished else f"all {len(tasks)} done",
-    )
+    failed = [t.id for t in tasks if t.status == "failed"]
+    other = [t.id for t in tasks if t.status not in ("done", "failed")]
+    parts = [f"{len(failed)} failed ({_ids(failed)})"] if failed else []
+    parts += [f"{len(other)} not finished ({_ids(other)})"] if other else []
+    if not tasks:
+        parts = ["there are no tasks"]
+    return Check("tasks", not parts, ", ".join(parts) or f"all {len(tasks)} done")
+
+
+def _check_report(output: str) -> Check:
+    command = f"`python -m statkit {' '.join(project.REPORT_ARGS)}`"
+    if output == project.EXPECTED_REPORT:
+        return Check("report", True, f"{command} prints the expected report")
+    last = output.splitlines()[-1] if output.strip() else "nothing"
+    return Check("report", False, f"{command} printed {last!r}")
+
+
+def _ids(ids: list[str], limit: int = 6) -> str:
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def first_failure(tasks: list[Task]) -> str | None:
+    """The task that failed first, with its reason: usually the cause of the rest."""
+    failed = sorted((t for t in tasks if t.status == "failed"), key=lambda t: t.updated_at)
+    if not failed:
+        return None
+    task = failed[0]
+    return f"task {task.id} ({task.title}) failed: {task.closed_reason or 'no reason given'}"
 
 
 def _check_conflict(tasks: list[Task], conflicts: list[dict[str, Any]]) -> Check:

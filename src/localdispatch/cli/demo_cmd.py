@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +13,8 @@ from typing import Any
 
 from ..demo import Demo, DemoOptions, DemoResult, SplitInfo
 from ..testing import demo_project
-from . import common
-from .dispatch_cmd import format_summary, progress_line
+from . import common, status_view
+from .dispatch_cmd import _live_capable, format_summary, progress_line
 
 
 def register(sub: Any, name: str, help_text: str) -> None:
@@ -47,6 +48,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
         action="store_true",
         help="delete the demo repository at the end if everything worked (default: keep it)",
     )
+    parser.add_argument(
+        "--plain", action="store_true", help="plain progress lines even in a terminal"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -64,9 +68,17 @@ def _handle(args: argparse.Namespace) -> int:
     for line in plan_lines(split):
         say("      " + line)
     say(f"[3/4] Running {args.workers} workers until every task is merged...")
+    live = not args.json and not args.plain and _live_capable(sys.stderr)
     restore = _install_interrupts(demo)
     try:
-        demo.dispatch(_progress)
+        if live:
+            view = status_view.LiveStatus(
+                demo.config, demo.layout, demo.store(), progress_line, slots=args.workers
+            )
+            with view:
+                demo.dispatch()
+        else:
+            demo.dispatch(_progress)
     finally:
         restore()
     say(f"      {format_summary(demo.summary)}")
@@ -82,8 +94,8 @@ def _handle(args: argparse.Namespace) -> int:
         return 130
     if not result.ok:
         common.error(
-            "The demo did not finish cleanly: " + "; ".join(result.problems) + ". "
-            f"The repository is kept at {result.repo} (worker logs in .dispatch/logs)."
+            f"The demo did not finish cleanly: {result.cause.rstrip('.')}. The repository is "
+            f"kept at {result.repo} for a look (the worker logs are in .dispatch/logs)."
         )
         return 1
     return 0
@@ -123,9 +135,9 @@ def plan_lines(split: SplitInfo) -> list[str]:
         lines.append(f"{task.id}  {task.title}: {', '.join(task.files)}{after}")
     lines.extend(f"warning: {w}" for w in split.warnings)
     shared = " and ".join(demo_project.SHARED_FILES)
-    first, second = (children[0].id, children[1].id) if len(children) > 1 else ("?", "?")
+    pair = [children[i].id for i in demo_project.conflicting() if i < len(children)]
     lines.append(
-        f"Planned conflict: {first} and {second} name different files, so they run at once, "
+        f"Planned conflict: {' and '.join(pair)} name different files, so they run at once, "
         f"but both also add a line at the end of {shared}."
     )
     return lines
@@ -165,11 +177,11 @@ def format_result(result: DemoResult) -> str:
     lines.append("main:")
     lines.extend(f"  {line}" for line in result.main_log)
     failed = [c for c in result.checks if not c.ok]
-    lines.append(
-        "Checks: all passed (" + ", ".join(c.name for c in result.checks) + ")"
-        if not failed
-        else "Checks failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
-    )
+    if failed:
+        lines.append("Checks failed:")
+        lines.extend(f"  {c.name}: {c.detail}" for c in failed)
+    else:
+        lines.append("Checks: all passed (" + ", ".join(c.name for c in result.checks) + ")")
     if result.kept:
         lines += [
             f"The repository is at {result.repo}",

@@ -345,6 +345,15 @@ SUBTASKS: list[DemoSubtask] = [
 ]
 
 
+def conflicting() -> list[int]:
+    """The subtasks (0-based) that start at once and collide in SHARED_FILES."""
+    return [
+        index
+        for index, sub in enumerate(SUBTASKS)
+        if not sub.depends_on and any(edit.path in SHARED_FILES for edit in sub.edits)
+    ]
+
+
 def plan_subtasks() -> list[dict[str, Any]]:
     """The subtasks of the stub model's reply."""
     return [sub.reply() for sub in SUBTASKS]
