@@ -8,7 +8,8 @@
 3. The real dispatcher runs them until idle. Two tasks run at once and both add a line at the
    end of the same files; the second merge conflicts, becomes a conflict task, a worker on that
    branch keeps both sides, the merge is retried and lands.
-4. :meth:`Demo.result` checks what a person would check and reports it as data.
+4. :meth:`Demo.result` checks what a person would check (:mod:`.demo_checks`) and returns
+   it as data.
 
 Nothing here prints: the command (``cli/demo_cmd.py``) shows the progress and the result.
 """
@@ -20,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,27 +30,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import demo_checks as checks
 from .config import CONFIG_FILENAME, Config, load_config
+from .demo_checks import Check, DemoResult
 from .dispatcher import Dispatcher, RunSummary
 from .errors import DispatchError, GitError, UsageError
 from .events import EventLog
-from .gitcmd import git_out, run_git
+from .gitcmd import run_git
 from .gitops import remove_tree
 from .layout import Layout, ensure_state_ignored, layout_for
 from .llm import OllamaProvider
 from .splitter import WrittenPlan, split_goal, write_plan
 from .store import TaskStore, open_store
-from .supervisor import marked_processes, repo_marker
 from .tasks import Task
 from .testing import ModelServer, plan_reply
 from .testing import demo_project as project
-from .testing.demo_worker import has_markers
 
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[dict[str, Any]], None]
 MIN_WORKERS, MAX_WORKERS = 2, 8
-LOG_LINES = 30
+
+__all__ = ["Check", "Demo", "DemoError", "DemoOptions", "DemoResult", "SplitInfo"]
 
 
 class DemoError(DispatchError):
@@ -72,49 +73,6 @@ class DemoOptions:
             )
         if not 0 <= self.pace_secs <= 30:
             raise UsageError(f"--pace must be between 0 and 30 seconds (got {self.pace_secs:g}).")
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str = ""
-
-
-@dataclass
-class DemoResult:
-    """Everything the demo shows at the end; ``as_dict`` is the ``--json`` output."""
-
-    ok: bool
-    repo: str
-    goal: str
-    model_server: str
-    workers: int
-    elapsed_secs: float
-    split_secs: float
-    dispatch_secs: float
-    epic: str
-    tasks: list[dict[str, Any]]
-    counts: dict[str, int]
-    merges: list[dict[str, Any]]
-    conflicts: list[dict[str, Any]]
-    summary: dict[str, Any]
-    report_output: str
-    main_log: list[str]
-    checks: list[Check]
-    interrupted: bool = False
-    timed_out: bool = False
-    kept: bool = True
-    cause: str = ""  # why it failed, in one sentence (empty when ok)
-
-    @property
-    def problems(self) -> list[str]:
-        return [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["problems"] = self.problems
-        return data
 
 
 @dataclass
@@ -267,39 +225,20 @@ class Demo:
         """What happened, and the checks that say whether it all worked."""
         tasks = self.store().all()
         events = EventLog(self.layout.events).read()
-        merges = _merges(events)
-        conflicts = _conflicts(tasks, events)
-        report = self._report_output()
-        checks = [
-            _check_tasks(tasks),
-            _check_conflict(tasks, conflicts),
-            self._check_edits(),
-            self._check_markers(),
-            _check_report(report),
-            self._check_processes(),
-            self._check_untracked_state(),
-            self._check_checkout(),
+        found = checks.conflicts(tasks, events)
+        report = checks.report_output(self.repo)
+        verdict = [
+            checks.check_tasks(tasks),
+            checks.check_conflict(found),
+            checks.check_report(report),
+            *checks.repo_checks(self.repo, self.config),
         ]
-        if self.timed_out:
-            checks.insert(0, Check("time", False, self._time_message()))
-        elif self.summary.interrupted:
-            checks.insert(0, Check("interrupted", False, "the run was stopped before the end"))
-        counts: dict[str, int] = {}
-        for task in tasks:
-            counts[task.status] = counts.get(task.status, 0) + 1
-        epic = next((t.id for t in tasks if t.kind == "epic"), "")
-        ok = all(c.ok for c in checks)
-        if ok:
-            cause = ""
-        elif self.timed_out or self.summary.interrupted:
-            cause = checks[0].detail
-        else:
-            cause = first_failure(tasks) or next(
-                f"{c.name}: {c.detail}" for c in checks if not c.ok
-            )
+        stopped = self._stopped()
+        if stopped is not None:
+            verdict.insert(0, stopped)
         return DemoResult(
-            ok=ok,
-            cause=cause,
+            ok=all(c.ok for c in verdict),
+            cause=self._cause(verdict, tasks, stopped),
             repo=str(self.repo),
             goal=project.GOAL,
             model_server=self.server_url,
@@ -307,96 +246,40 @@ class Demo:
             elapsed_secs=round(time.monotonic() - self.started, 2),
             split_secs=round(self.split_secs, 2),
             dispatch_secs=round(self.dispatch_secs, 2),
-            epic=epic,
-            tasks=[_task_data(t) for t in tasks],
-            counts=counts,
-            merges=merges,
-            conflicts=conflicts,
+            epic=next((t.id for t in tasks if t.kind == "epic"), ""),
+            tasks=[checks.task_data(t) for t in tasks],
+            counts=checks.status_counts(tasks),
+            merges=checks.merges(events),
+            conflicts=found,
             summary=asdict(self.summary),
             report_output=report,
-            main_log=self._main_log(),
-            checks=checks,
+            main_log=checks.main_log(self.repo),
+            checks=verdict,
             interrupted=self.summary.interrupted,
             timed_out=self.timed_out,
         )
 
-    def _time_message(self) -> str:
-        return (
-            f"the dispatcher was still busy after {self.options.time_limit_secs:g} s and was "
-            f"stopped; the worker logs are in {self.layout.logs}"
-        )
-
-    def _check_edits(self) -> Check:
-        """Every edit a worker was asked to make is on main."""
-        edits = [edit for sub in project.SUBTASKS for edit in sub.edits]
-        missing: list[str] = []
-        for edit in edits:
-            text = _show(self.repo, edit.path)
-            if (text is None or edit.text not in text) and edit.path not in missing:
-                missing.append(edit.path)
-        detail = (
-            f"edits to {len(missing)} file(s) are not on main ({_ids(missing, 4)})"
-            if missing
-            else f"all {len(edits)} edits are on main"
-        )
-        return Check("edits", not missing, detail)
-
-    def _check_markers(self) -> Check:
-        names = git_out(["ls-tree", "-r", "-z", "--name-only", "main"], self.repo).split("\0")
-        marked = [n for n in names if n and has_markers(_show(self.repo, n) or "")]
-        detail = "conflict markers in " + ", ".join(marked) if marked else "no conflict markers"
-        return Check("markers", not marked, detail)
-
-    def _check_processes(self) -> Check:
-        alive = marked_processes(repo_marker(self.repo))
-        pids = ", ".join(str(p.pid) for p in alive)
-        return Check(
-            "processes",
-            not alive,
-            f"worker processes still alive: {pids}" if alive else "none left",
-        )
-
-    def _check_untracked_state(self) -> Check:
-        names = git_out(["ls-tree", "-r", "-z", "--name-only", "main"], self.repo).split("\0")
-        state = {self.config.task_queue_file, self.config.suggested_tasks_file}
-        tracked = [n for n in names if n in state or n.startswith(".dispatch/")]
-        detail = "tracked state files: " + ", ".join(tracked) if tracked else "none tracked"
-        return Check("state files", not tracked, detail)
-
-    def _check_checkout(self) -> Check:
-        status = git_out(["status", "--porcelain", "--untracked-files=all"], self.repo)
-        branch = git_out(["symbolic-ref", "--quiet", "--short", "HEAD"], self.repo)
-        ok = not status and branch == "main"
-        detail = f"on {branch}, " + (
-            "clean" if not status else "changed: " + status.replace("\n", "; ")
-        )
-        return Check("checkout", ok, detail)
-
-    def _report_output(self) -> str:
-        """Run the finished project's new command in the repository's checkout of main."""
-        try:
-            done = subprocess.run(
-                [sys.executable, "-B", "-m", "statkit", *project.REPORT_ARGS],
-                cwd=self.repo,
-                capture_output=True,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"},
-                timeout=30,
-                check=False,
+    def _stopped(self) -> Check | None:
+        if self.timed_out:
+            return Check(
+                "time",
+                False,
+                f"the dispatcher was still busy after {self.options.time_limit_secs:g} s and "
+                f"was stopped; the worker logs are in {self.layout.logs}",
             )
-        except (OSError, subprocess.SubprocessError) as exc:
-            return f"could not run: {exc}"
-        return (done.stdout if done.returncode == 0 else done.stderr).strip()
+        if self.summary.interrupted:
+            return Check("interrupted", False, "the run was stopped before the end")
+        return None
 
-    def _main_log(self) -> list[str]:
-        out = run_git(
-            ["log", "--graph", "--oneline", "--no-decorate", f"-{LOG_LINES}", "main"],
-            self.repo,
-            check=False,
-        ).stdout
-        return out.rstrip().splitlines()
+    @staticmethod
+    def _cause(verdict: list[Check], tasks: list[Task], stopped: Check | None) -> str:
+        """Why the demo failed, in one sentence: a stop, else the first task that failed."""
+        failed = [c for c in verdict if not c.ok]
+        if not failed:
+            return ""
+        if stopped is not None:
+            return stopped.detail
+        return checks.first_failure(tasks) or f"{failed[0].name}: {failed[0].detail}"
 
     # ---- the folder ------------------------------------------------------------------------
     def remove(self) -> bool:
@@ -452,124 +335,3 @@ def _no_proxy_for_loopback() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _show(repo: Path, path: str) -> str | None:
-    result = run_git(["show", f"main:{path}"], repo, check=False)
-    return result.stdout if result.returncode == 0 else None
-
-
-def _task_data(task: Task) -> dict[str, Any]:
-    keys = ("id", "title", "kind", "status", "files", "depends_on", "parent", "branch")
-    data = {key: getattr(task, key) for key in keys}
-    data.update(merged_commit=task.merged_commit, closed_reason=task.closed_reason)
-    return data
-
-
-def _merges(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every merge outcome the dispatcher reported, in order."""
-    keys = ("task", "branch", "status", "commit", "conflict_task", "retried", "message")
-    return [
-        {key: event.get(key) for key in keys}
-        for event in events
-        if event.get("event") == "merge_outcome"
-    ]
-
-
-def _conflicts(tasks: list[Task], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each conflict task: whose merge it came from, where, how it ended, what the worker did."""
-    index = {task.id: task for task in tasks}
-    result = []
-    for task in tasks:
-        if task.kind != "conflict":
-            continue
-        origin = next(
-            (
-                e
-                for e in events
-                if e.get("event") == "conflict_task" and e.get("conflict_task") == task.id
-            ),
-            {},
-        )
-        source = index.get(str(origin.get("task", task.discovered_from or "")))
-        landed = [
-            e
-            for e in events
-            if e.get("event") == "merge_outcome"
-            and e.get("status") == "merged"
-            and source is not None
-            and e.get("task") == source.id
-        ]
-        result.append(
-            {
-                "task": task.id,
-                "title": task.title,
-                "status": task.status,
-                "branch": task.branch,
-                "files": list(task.files),
-                "for_task": source.id if source else None,
-                "for_task_status": source.status if source else None,
-                "resolution": _resolution(events, task.id),
-                "merged_after_retry": bool(landed),
-                "merged_commit": landed[-1].get("commit") if landed else None,
-            }
-        )
-    return result
-
-
-def _resolution(events: list[dict[str, Any]], task_id: str) -> list[str]:
-    """What the worker said it did, from the log of its last attempt."""
-    starts = [e for e in events if e.get("event") == "start" and e.get("task") == task_id]
-    if not starts or not starts[-1].get("log"):
-        return []
-    try:
-        text = Path(str(starts[-1]["log"])).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    return [
-        line.strip()
-        for line in text.splitlines()
-        if line.startswith(("resolved ", f"{task_id}: committed"))
-    ]
-
-
-def _check_tasks(tasks: list[Task]) -> Check:
-    failed = [t.id for t in tasks if t.status == "failed"]
-    other = [t.id for t in tasks if t.status not in ("done", "failed")]
-    parts = [f"{len(failed)} failed ({_ids(failed)})"] if failed else []
-    parts += [f"{len(other)} not finished ({_ids(other)})"] if other else []
-    if not tasks:
-        parts = ["there are no tasks"]
-    return Check("tasks", not parts, ", ".join(parts) or f"all {len(tasks)} done")
-
-
-def _check_report(output: str) -> Check:
-    command = f"`python -m statkit {' '.join(project.REPORT_ARGS)}`"
-    if output == project.EXPECTED_REPORT:
-        return Check("report", True, f"{command} prints the expected report")
-    last = output.splitlines()[-1] if output.strip() else "nothing"
-    return Check("report", False, f"{command} printed {last!r}")
-
-
-def _ids(ids: list[str], limit: int = 6) -> str:
-    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
-
-
-def first_failure(tasks: list[Task]) -> str | None:
-    """The task that failed first, with its reason: usually the cause of the rest."""
-    failed = sorted((t for t in tasks if t.status == "failed"), key=lambda t: t.updated_at)
-    if not failed:
-        return None
-    task = failed[0]
-    return f"task {task.id} ({task.title}) failed: {task.closed_reason or 'no reason given'}"
-
-
-def _check_conflict(tasks: list[Task], conflicts: list[dict[str, Any]]) -> Check:
-    if len(conflicts) != 1:
-        return Check("conflict", False, f"expected one conflict task, found {len(conflicts)}")
-    (conflict,) = conflicts
-    ok = conflict["status"] == "done" and conflict["merged_after_retry"]
-    detail = f"{conflict['task']} {conflict['status']}; the merge of {conflict['branch']} " + (
-        "was retried and landed" if conflict["merged_after_retry"] else "did not land"
-    )
-    return Check("conflict", ok, detail)
