@@ -7,7 +7,7 @@ lines become which tasks, which are duplicates, and which are invalid and why.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,12 +137,22 @@ def cut_title(text: str, limit: int = MAX_TITLE) -> str:
     return head.rstrip() + "…"
 
 
-def parse_line(line: RawLine, known_ids: Collection[str]) -> Suggestion | LineIssue | None:
-    """A Suggestion, a LineIssue saying why the line is invalid, or None (blank or comment)."""
+def id_index(ids: Iterable[str]) -> dict[str, str]:
+    """Lower-cased id -> id, so ``[after: T-3]`` finds ``t-3``."""
+    return {task_id.lower(): task_id for task_id in ids}
+
+
+def parse_line(
+    line: RawLine, known_ids: Mapping[str, str] | Collection[str]
+) -> Suggestion | LineIssue | None:
+    """A Suggestion, a LineIssue saying why the line is invalid, or None (blank or comment).
+
+    ``known_ids`` are the ids tags may name; pass ``id_index(ids)`` when parsing many lines.
+    """
     text = line.text.strip()
     if not text or text.startswith("#"):
         return None
-    ids = {task_id.lower(): task_id for task_id in known_ids}
+    ids = known_ids if isinstance(known_ids, Mapping) else id_index(known_ids)
     files: list[str] = []
     after: list[str] = []
     priority: set[int] = set()
@@ -199,7 +209,7 @@ def parse_line(line: RawLine, known_ids: Collection[str]) -> Suggestion | LineIs
 
 def plan_batch(lines: Iterable[RawLine], tasks: Sequence[Task]) -> Batch:
     """Parse ``lines`` against the store's ``tasks`` and drop the duplicates."""
-    known = [task.id for task in tasks]
+    known = id_index(task.id for task in tasks)
     taken = {title_key(t.title): t for t in tasks if t.status in ACTIVE}
     earlier: dict[str, int] = {}
     batch = Batch()
