@@ -328,6 +328,15 @@ def test_suggestions_grew_only_when_there_is_something_to_read(repo: Path) -> No
     assert not grew
 
 
+def test_a_folder_in_place_of_the_file_is_refused(repo: Path) -> None:
+    config, layout, store = setup(repo)
+    (layout.suggested_tasks / "inside.txt").parent.mkdir()
+    (layout.suggested_tasks / "inside.txt").write_text("x\n", encoding="utf-8")
+    with pytest.raises(inbox.SuggestionsError, match="not a file"):
+        ingest(config, layout, store)  # type: ignore[arg-type]
+    assert (layout.suggested_tasks / "inside.txt").exists()
+
+
 def test_a_corrupt_journal_is_reported_not_reset(repo: Path) -> None:
     config, layout, store = setup(repo)
     folder = layout.state / "suggestions"

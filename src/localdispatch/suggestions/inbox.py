@@ -247,6 +247,12 @@ def rotate(source: Path, journal: Journal) -> str | None:
             return None
     except FileNotFoundError:
         return None
+    if not source.is_file():
+        raise SuggestionsError(
+            f"{source} is not a file, so no lines can be taken from it.",
+            hint="Point suggested_tasks_file (or --file) at a text file.",
+            path=source,
+        )
     name = f"{journal.seq + 1:06d}-{source.name}"
     deadline, delay = time.monotonic() + ROTATE_PATIENCE_SECS, 0.002
     while True:
