@@ -36,8 +36,9 @@ JOURNAL_NAME = "journal.json"
 REJECTED_NAME = "rejected.txt"
 LOCK_NAME = "suggestions.lock"
 LOCK_TIMEOUT_SECS = 60.0
-# A fully read snapshot is deleted only after this long without a write (POSIX: an appender
-# that opened the file before the rename may still write into it).
+# A fully read snapshot is deleted only after this long without a write: on POSIX an appender
+# that opened the file before the rename may still write into it (on Windows only a program
+# that opened it with FILE_SHARE_DELETE could; the wait costs nothing, so it applies there too).
 DELETE_GRACE_SECS = 60.0
 # How long a last line without its newline must stay unchanged before it counts as complete.
 SETTLE_SECS = 0.5
@@ -326,12 +327,11 @@ def _age(path: Path, snap: Snapshot) -> float:
 
 def cleanup(journal: Journal) -> None:
     """Delete snapshots that are fully read and past the grace period for late appends."""
-    grace = 0.0 if IS_WINDOWS else DELETE_GRACE_SECS
     changed = False
     for snap in journal.ordered():
         path = journal.folder / snap.name
         try:
-            if path.stat().st_size != snap.offset or _age(path, snap) < grace:
+            if path.stat().st_size != snap.offset or _age(path, snap) < DELETE_GRACE_SECS:
                 continue
             path.unlink()
         except OSError:
