@@ -13,7 +13,7 @@ import pytest
 
 from conftest import git, localdispatch, make_repo
 from localdispatch.cli import main as cli_main
-from localdispatch.demo import Demo
+from localdispatch.demo import Demo, DemoOptions
 from localdispatch.supervisor import marked_processes, repo_marker
 from localdispatch.testing import demo_project
 from localdispatch.testing.demo_worker import (
@@ -187,6 +187,20 @@ def test_an_unresolved_conflict_exits_1_and_says_why(
     assert "Resolve merge conflict" in err and "without a commit" in err
     assert "Checks failed:" in out and "conflict: t-7 failed" in out
     assert marked_processes(repo_marker(where.resolve())) == []
+
+
+@pytest.mark.slow
+def test_a_run_past_its_time_limit_is_stopped_and_says_so(tmp_path: Path) -> None:
+    demo = Demo(DemoOptions(tmp_path / "slow demo", workers=2, pace_secs=30, time_limit_secs=1))
+    demo.create_repo()
+    demo.split()
+    demo.dispatch()
+    result = demo.result()
+    assert not result.ok and result.timed_out and result.interrupted
+    assert result.cause.startswith("the dispatcher was still busy after 1 s")
+    assert result.checks[0].name == "time"
+    assert marked_processes(repo_marker(demo.repo)) == []
+    assert {t["status"] for t in result.tasks if t["kind"] == "task"} == {"open"}
 
 
 # ---- the scripted worker on a real conflict ---------------------------------------------------
