@@ -244,7 +244,8 @@ def model_missing(host: str, model: str) -> LLMError:
 
 # How a schema is asked for. OpenAI, llama.cpp's llama-server, LM Studio and vLLM take
 # "json_schema"; llama-cpp-python's server (and some hosted APIs) only know "json_object" with a
-# "schema" beside it, and refuse the first with HTTP 400/422 naming response_format.
+# "schema" beside it, and refuse the first with an error naming response_format (HTTP 400 or
+# 422; llama-cpp-python says 500).
 JSON_SCHEMA_FORMAT = "json_schema"
 JSON_OBJECT_FORMAT = "json_object"
 # Relative to the base URL; httpx appends them to its path (…/v1/chat/completions).
