@@ -14,7 +14,7 @@ from typing import Any
 from ..demo import Demo, DemoOptions, DemoResult, SplitInfo
 from ..testing import demo_project
 from . import common, status_view
-from .dispatch_cmd import _live_capable, format_summary, progress_line
+from .dispatch_cmd import format_summary, progress_line
 
 
 def register(sub: Any, name: str, help_text: str) -> None:
@@ -68,7 +68,7 @@ def _handle(args: argparse.Namespace) -> int:
     for line in plan_lines(split):
         say("      " + line)
     say(f"[3/4] Running {args.workers} workers until every task is merged...")
-    live = not args.json and not args.plain and _live_capable(sys.stderr)
+    live = not args.json and not args.plain and status_view.live_capable(sys.stderr)
     restore = _install_interrupts(demo)
     try:
         if live:

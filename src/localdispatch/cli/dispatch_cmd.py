@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 from rich.console import Console
 
@@ -65,7 +64,7 @@ def _handle(args: argparse.Namespace) -> int:
         data = status_snapshot(config, layout, open_store(config, layout))
         if args.json:
             common.emit_json(data)
-        elif _live_capable(sys.stdout) and not args.plain:
+        elif status_view.live_capable(sys.stdout) and not args.plain:
             events = status_view.recent_event_lines(layout, progress_line)
             status_view.print_once(Console(), data, events, slots=config.num_workers)
         else:
@@ -79,7 +78,7 @@ def _handle(args: argparse.Namespace) -> int:
         else:
             common.write(format_plan(plan, basis))
         return 0
-    live = not args.json and not args.plain and _live_capable(sys.stderr)
+    live = not args.json and not args.plain and status_view.live_capable(sys.stderr)
     dispatcher = Dispatcher(
         config,
         layout,
@@ -109,16 +108,6 @@ def _handle(args: argparse.Namespace) -> int:
     else:
         common.info(format_summary(summary))
     return 130 if summary.interrupted else 0
-
-
-def _live_capable(stream: TextIO) -> bool:
-    """A live view needs a real terminal that can redraw; CI logs and files get plain lines."""
-    if os.environ.get("CI") or os.environ.get("TERM") == "dumb":
-        return False
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _install_interrupts(dispatcher: Dispatcher) -> Callable[[], None]:
@@ -177,7 +166,11 @@ def progress_line(event: dict[str, Any]) -> str | None:
         )
     if kind == "merge_outcome":
         extra = f" -> conflict task {event['conflict_task']}" if event.get("conflict_task") else ""
-        return f"{task} merge: {event.get('status')}{extra} {event.get('message', '')}".rstrip()
+        status = event.get("status")
+        message = str(event.get("message", ""))
+        if status == "merged":  # the queue's message already says "merged into main as ..."
+            return f"{task} {message}"
+        return f"{task} merge: {status}{extra} {message}".rstrip()
     if kind in ("retry", "failed", "requeue", "done"):
         return f"{task} {kind}: {event.get('reason', '')}"
     if kind == "kill":

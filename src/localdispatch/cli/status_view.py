@@ -9,9 +9,10 @@ it can redraw in place.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -25,6 +26,16 @@ from ..layout import Layout
 from ..store import TaskStore
 
 EVENT_LINES = 6
+
+
+def live_capable(stream: TextIO) -> bool:
+    """A live view needs a real terminal that can redraw; CI logs and files get plain lines."""
+    if os.environ.get("CI") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def counts_line(data: dict[str, Any]) -> Text:
