@@ -79,7 +79,7 @@ def test_workers_run_in_parallel_and_their_work_is_merged(repo: Path, tmp_path: 
     ids = [add(repo, f"Part {n}", "--files", f"part{n}.txt", "-d", "@sleep: 1") for n in range(3)]
     result = dispatch(repo, tmp_path / "stamps", "--until-idle")
     assert result.returncode == 0, result.stderr
-    assert "started t-1" in result.stderr and "merge: merged" in result.stderr
+    assert "started t-1" in result.stderr and "merged into main as" in result.stderr
     spans = []
     for task_id in ids:
         lines = stamps_of(tmp_path / "stamps", task_id)
