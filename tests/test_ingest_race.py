@@ -219,7 +219,7 @@ class Ingests:
 def test_appenders_and_crashing_ingests_lose_no_line_and_duplicate_none(repo: Path) -> None:
     rng = random.Random(20240607)
     live, stop = repo / "suggested_tasks.txt", repo.parent / "stop-appending"
-    appenders = start_appenders(live, stop, 4, min_lines=60, max_lines=3000, pause_secs=0.02)
+    appenders = start_appenders(live, stop, 4, min_lines=60, max_lines=5000, pause_secs=0.03)
     ingests = Ingests(repo, repo.parent / "ingest logs", rng)
     deadline = time.monotonic() + 60
     # Ingest (two at a time, with crashes and kills) while every appender is still writing.
@@ -227,7 +227,7 @@ def test_appenders_and_crashing_ingests_lose_no_line_and_duplicate_none(repo: Pa
         assert time.monotonic() < deadline, "ingests did not finish in time"
         assert all(a.poll() is None for a in appenders), "an appender stopped early"
         ingests.tick()
-        close_open_tasks(repo, limit=5)
+        close_open_tasks(repo, limit=2)
         time.sleep(0.02)
     written = stop_appenders(appenders, stop)
     ingests.drain()
