@@ -92,3 +92,31 @@ def run_script(
 
 def localdispatch(*args: str, cwd: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return run_script("localdispatch", *args, cwd=cwd, **kwargs)  # type: ignore[arg-type]
+
+
+def find_aider() -> Path | None:
+    """Aider for the tests that drive it: $LOCALDISPATCH_AIDER, or the .venv-aider beside this
+    repository (.venv-aider/bin/aider, or .venv-aider\\Scripts\\aider.exe on Windows)."""
+    configured = os.environ.get("LOCALDISPATCH_AIDER", "").strip()
+    if configured:
+        return Path(configured) if Path(configured).is_file() else None
+    venv = ROOT / ".venv-aider"
+    for candidate in (venv / "bin" / "aider", venv / "Scripts" / "aider.exe"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def aider_exe() -> Path:
+    """The Aider executable, or a skip that says how to install it."""
+    found = find_aider()
+    if found is None:
+        where = os.environ.get("LOCALDISPATCH_AIDER") or str(ROOT / ".venv-aider")
+        pytest.skip(
+            f"Aider is not installed at {where}: run `python -m venv .venv-aider` and "
+            "`.venv-aider/bin/python -m pip install aider-chat` (Windows: "
+            "`.venv-aider\\Scripts\\python -m pip install aider-chat`), or set "
+            "LOCALDISPATCH_AIDER to an aider executable"
+        )
+    return found

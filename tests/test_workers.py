@@ -6,18 +6,23 @@ from pathlib import Path
 
 import pytest
 
+from conftest import git
+from localdispatch.aider import AIDER_FLAGS
 from localdispatch.config import Config
 from localdispatch.errors import WorkerError
 from localdispatch.layout import layout_for
 from localdispatch.tasks import Task
 from localdispatch.workers import (
-    AIDER_FLAGS,
+    accidental_files,
     attempt_files,
     expand_command,
+    find_accidental_files,
     judge,
+    looks_accidental,
     retry_or_fail,
     task_instructions,
     worker_argv,
+    worker_env,
 )
 
 
@@ -33,9 +38,10 @@ def make_task(**fields: object) -> Task:
 
 def test_aider_argv_is_non_interactive_and_lists_the_files(tmp_path: Path) -> None:
     config = Config(model="ollama_chat/tiny", aider_cmd="aider-not-on-path")
+    (tmp_path / "w" / "src").mkdir(parents=True)
     argv = worker_argv(
         config,
-        make_task(),
+        make_task(files=["src/p.py", "b c.py", "src"]),
         task_file=tmp_path / "t.md",
         worktree=tmp_path / "w",
         branch="ld/t-3-add-a-parser",
@@ -49,18 +55,45 @@ def test_aider_argv_is_non_interactive_and_lists_the_files(tmp_path: Path) -> No
         "--no-check-update",
         "--no-analytics",
         "--no-pretty",
-        "--no-stream",
         "--no-fancy-input",
         "--no-gitignore",
+        "--no-show-model-warnings",
         "--auto-commits",
     ):
         assert flag in argv
+    assert "--no-stream" not in argv  # streaming: the log shows the model writing
     assert argv[argv.index("--encoding") + 1] == "utf-8"
     assert argv[argv.index("--map-tokens") + 1] == "0"
+    assert argv[argv.index("--edit-format") + 1] == "whole"  # a small local model
     for flag in ("--input-history-file", "--chat-history-file", "--llm-history-file"):
         assert Path(argv[argv.index(flag) + 1]).parent == tmp_path / "h"
-    assert argv[-2:] == ["src/p.py", "b c.py"]
+    # The files come last, after "--"; the folder "src" is left to the task text.
+    assert argv[-3:] == ["--", "src/p.py", "b c.py"]
     assert set(AIDER_FLAGS) <= set(argv)
+
+
+def test_aider_settings_from_the_config_come_after_the_defaults(tmp_path: Path) -> None:
+    config = Config(
+        model="openai/gpt-4o",
+        aider_edit_format="udiff",
+        aider_extra_args=["--map-tokens", "1024", "--timeout", "60"],
+    )
+    task = make_task(files=[])
+    argv = worker_argv(
+        config, task, task_file=tmp_path / "t", worktree=tmp_path, branch="b", history_dir=tmp_path
+    )
+    assert argv[argv.index("--edit-format") + 1] == "udiff"
+    assert argv[-4:] == ["--map-tokens", "1024", "--timeout", "60"]  # a later flag wins
+    assert "--" not in argv  # no files, no separator
+    plain = worker_argv(
+        Config(model="openai/gpt-4o"),
+        task,
+        task_file=tmp_path / "t",
+        worktree=tmp_path,
+        branch="b",
+        history_dir=tmp_path,
+    )
+    assert "--edit-format" not in plain  # Aider knows that model best
 
 
 def test_command_placeholders_per_element(tmp_path: Path) -> None:
@@ -209,3 +242,91 @@ def test_retries_run_out() -> None:
 def test_retry_or_fail_for_a_rejected_merge() -> None:
     assert retry_or_fail(make_task(attempts=1), "gate failed", 1).outcome == "retry"
     assert retry_or_fail(make_task(attempts=2), "gate failed", 1).outcome == "failed"
+
+
+def test_names_a_chatty_model_makes_look_accidental() -> None:
+    for name in (
+        "Here is the updated file",  # Aider's whole format: the line above the code block
+        "Here is the updated `hello.py`",
+        "src/Updated version.py",
+        "hello.py:",
+        "**hello.py**",
+        "notes/file.",
+        "What? yes",
+    ):
+        assert looks_accidental(name), name
+    for name in ("hello.py", "src/new_module.py", ".github/workflows/ci.yml", "Makefile", "a-b_c"):
+        assert not looks_accidental(name), name
+
+
+def test_only_files_the_task_did_not_name_count() -> None:
+    added = ["b c.py", "./Other File.md", "Here is the updated file", "new.py"]
+    assert accidental_files(added, ["B C.py"]) == ["./Other File.md", "Here is the updated file"]
+    assert accidental_files(added, ["b c.py", "other file.md", "here is the updated file"]) == []
+
+
+def test_accidental_files_make_a_failed_attempt_that_names_them() -> None:
+    names = ["Here is the updated file"]
+    first = verdict(make_task(attempts=1), commits=2, accidental=names)
+    assert first.outcome == "retry"
+    assert '"Here is the updated file"' in first.reason and "w.log" in first.reason
+    last = verdict(make_task(attempts=3), commits=1, accidental=names)
+    assert last.outcome == "failed" and "Here is the updated file" in last.reason
+    # Nothing committed: the usual reason; a conflict task's merge is never judged this way.
+    assert "without a commit" in verdict(make_task(attempts=1), accidental=names).reason
+    conflict = make_task(kind="conflict", branch="ld/x", attempts=1)
+    assert verdict(conflict, commits=1, accidental=names).outcome == "done"
+
+
+def test_find_accidental_files_reads_the_branch(repo: Path) -> None:
+    start = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "ld/t-3")
+    for name in ("Here is the updated file", "ok.py", "b c.py"):
+        (repo / name).write_text("x\n", encoding="utf-8")
+    (repo / "README.md").write_text("changed, not added\n", encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "worker")
+    git(repo, "checkout", "-q", "main")
+    task = make_task()
+    assert find_accidental_files(repo, start, "ld/t-3", task) == ["Here is the updated file"]
+    assert find_accidental_files(repo, start, "ld/missing", task) == []
+    conflict = make_task(kind="conflict", branch="ld/t-3")
+    assert find_accidental_files(repo, start, "ld/t-3", conflict) == []
+
+
+def _layout(repo: Path, **settings: object):  # type: ignore[no-untyped-def]
+    config = Config(**settings)  # type: ignore[arg-type]
+    config._base_dir = repo
+    return config, layout_for(config)
+
+
+def test_worker_env_lends_an_identity_only_where_git_has_none(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-global-config"))
+    monkeypatch.delenv("GIT_CONFIG_COUNT", raising=False)
+    config, layout = _layout(repo, worker_backend="command", worker_command=["x"])
+    env = worker_env(config, layout, {"GIT_CONFIG_COUNT": "1"})
+    assert env == {
+        "GIT_CONFIG_KEY_1": "user.name",
+        "GIT_CONFIG_VALUE_1": "localdispatch",
+        "GIT_CONFIG_KEY_2": "user.email",
+        "GIT_CONFIG_VALUE_2": "localdispatch@localhost",
+        "GIT_CONFIG_COUNT": "3",
+    }
+    git(repo, "config", "user.name", "Ada")
+    git(repo, "config", "user.email", "ada@example.invalid")
+    assert worker_env(config, layout, {}) == {}
+
+
+def test_worker_env_points_aider_at_the_ollama_host(repo: Path) -> None:
+    git(repo, "config", "user.name", "Ada")
+    git(repo, "config", "user.email", "ada@example.invalid")
+    config, layout = _layout(repo, ollama={"host": "http://127.0.0.1:5555"})
+    env = worker_env(config, layout, {})
+    assert env["OLLAMA_API_BASE"] == "http://127.0.0.1:5555"
+    assert env["PYTHONUTF8"] == "1" and env["TERM"] == "dumb" and env["NO_COLOR"] == "1"
+    assert env["PYTHONIOENCODING"] == "utf-8"
+    assert "OLLAMA_API_BASE" not in worker_env(config, layout, {"OLLAMA_API_BASE": "http://x:1"})
+    openai, layout = _layout(repo, model="openai/stub")
+    assert "OLLAMA_API_BASE" not in worker_env(openai, layout, {})

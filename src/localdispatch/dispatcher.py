@@ -42,7 +42,7 @@ from .supervisor import (
     repo_marker,
 )
 from .tasks import Task
-from .workers import Verdict, judge, launch_attempt, retry_or_fail
+from .workers import Verdict, find_accidental_files, judge, launch_attempt, retry_or_fail
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +313,7 @@ class Dispatcher:
             max_retries=self.config.max_worker_retries,
             auto_merge=self.config.auto_merge_worktrees,
             log_path=record.log,
+            accidental=self._accidental(record, task) if commits else (),
         )
         exited_at = handle.exited_at if handle and handle.exited_at else time.time()
         self._emit(
@@ -337,6 +338,14 @@ class Dispatcher:
             log.info("task %s: committed the merge its worker resolved", record.task_id)
         self._vacated.add(record.slot)
         return gitops.commits_between(self.layout.repo, record.start_commit, record.branch)
+
+    def _accidental(self, record: RunRecord, task: Task) -> list[str]:
+        """New files whose names look like a model's sentences; logged, and they block the
+        merge (the judge makes the attempt a failed one)."""
+        found = find_accidental_files(self.layout.repo, record.start_commit, record.branch, task)
+        if found:
+            self._emit("accidental_files", task=task.id, branch=record.branch, files=found)
+        return found
 
     def _release_vacated(self) -> None:
         """Detach the worktrees of slots left idle, so their branches can be deleted."""
@@ -582,6 +591,7 @@ class Dispatcher:
             max_retries=self.config.max_worker_retries,
             auto_merge=self.config.auto_merge_worktrees,
             log_path=record.log,
+            accidental=self._accidental(record, task),
         )
         self._emit(
             "recovered",

@@ -75,6 +75,9 @@ def run_git(
     return result
 
 
+_FALLBACK_IDENTITY = (("user.name", "localdispatch"), ("user.email", "localdispatch@localhost"))
+
+
 def commit_args(repo: Path) -> list[str]:
     """``-c`` options for commits the dispatcher itself makes (merges, resolutions).
 
@@ -82,14 +85,41 @@ def commit_args(repo: Path) -> list[str]:
     the repository lacks; and signing is switched off, because a signing prompt (gpg's
     pinentry) would hang an unattended merge until its timeout.
     """
+    args = ["-c", "commit.gpgSign=false"]
+    for key, value in missing_identity(repo):
+        args += ["-c", f"{key}={value}"]
+    return args
+
+
+def missing_identity(repo: Path) -> list[tuple[str, str]]:
+    """The fallback ``(key, value)`` of each part of the git identity the repository lacks."""
     out = run_git(["config", "--get-regexp", r"^user\.(name|email)$"], repo, check=False).stdout
     have = {line.split(" ", 1)[0].lower() for line in out.splitlines()}
-    args = ["-c", "commit.gpgSign=false"]
-    if "user.name" not in have:
-        args += ["-c", "user.name=localdispatch"]
-    if "user.email" not in have:
-        args += ["-c", "user.email=localdispatch@localhost"]
-    return args
+    return [(key, value) for key, value in _FALLBACK_IDENTITY if key not in have]
+
+
+def identity_env(repo: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The fallback identity for a worker's own commits, as ``GIT_CONFIG_*`` variables.
+
+    They reach every git the worker starts, and ``git config --get user.name`` sees them,
+    so a worker that finds no identity (Aider does, and then writes "Your Name" into the
+    repository's config, which for a worktree is the user's .git/config) finds this one.
+    Variables the user already set this way are kept.
+    """
+    missing = missing_identity(repo)
+    if not missing:
+        return {}
+    try:
+        count = max(0, int(environ.get("GIT_CONFIG_COUNT", "0") or "0"))
+    except ValueError:
+        count = 0
+    env: dict[str, str] = {}
+    for key, value in missing:
+        env[f"GIT_CONFIG_KEY_{count}"] = key
+        env[f"GIT_CONFIG_VALUE_{count}"] = value
+        count += 1
+    env["GIT_CONFIG_COUNT"] = str(count)
+    return env
 
 
 def git_out(args: Sequence[str], cwd: Path, **kwargs: object) -> str:

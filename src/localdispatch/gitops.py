@@ -88,6 +88,25 @@ def commits_between(repo: Path, start: str, branch: str) -> list[str]:
     return result.stdout.split() if result.returncode == 0 else []
 
 
+def added_files(repo: Path, start: str, branch: str) -> list[str]:
+    """Files that ``branch`` added since ``start`` (repo-relative, forward slashes); none if
+    the branch does not exist."""
+    result = run_git(
+        [
+            "diff",
+            "--name-only",
+            "--no-renames",
+            "--diff-filter=A",
+            "-z",
+            f"{start}...refs/heads/{branch}",
+            "--",
+        ],
+        repo,
+        check=False,
+    )
+    return [name for name in result.stdout.split("\0") if name] if result.returncode == 0 else []
+
+
 def current_branch(repo: Path) -> str | None:
     result = run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], repo, check=False)
     return result.stdout.strip() or None

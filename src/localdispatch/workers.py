@@ -9,42 +9,32 @@ never by its exit code: Aider exits 0 when the model failed.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from . import gitops
+from .aider import (
+    aider_argv,
+    aider_env,
+    chat_files,
+    choose_edit_format,
+    make_folders_for,
+    write_aiderignore,
+)
 from .config import Config
 from .dispatch_state import RunRecord
 from .errors import WorkerError
+from .gitcmd import identity_env
 from .layout import Layout, protected_patterns
 from .supervisor import WorkerHandle, start_worker, worker_marker
 from .tasks import Task
 
 PLACEHOLDERS = ("task_file", "model", "worktree", "task_id", "files", "branch", "base")
-
-# Aider's flags for an unattended run: no prompts, no update check or analytics, plain UTF-8
-# output to a log, no repo map (small local models drown in it), no .gitignore edits (the
-# state files are ignored through .git/info/exclude), commits on, history kept out of the tree.
-AIDER_FLAGS = (
-    "--yes-always",
-    "--no-check-update",
-    "--no-analytics",
-    "--no-show-release-notes",
-    "--no-pretty",
-    "--no-stream",
-    "--no-fancy-input",
-    "--no-detect-urls",
-    "--no-suggest-shell-commands",
-    "--encoding",
-    "utf-8",
-    "--no-gitignore",
-    "--map-tokens",
-    "0",
-    "--auto-commits",
-)
 
 
 @dataclass(frozen=True)
@@ -54,6 +44,7 @@ class WorkerFiles:
     task_file: Path
     log: Path
     history_dir: Path
+    aiderignore: Path
 
 
 def attempt_files(layout: Layout, task: Task, attempt: int) -> WorkerFiles:
@@ -62,6 +53,7 @@ def attempt_files(layout: Layout, task: Task, attempt: int) -> WorkerFiles:
         task_file=layout.state / "tasks" / f"{stem}.md",
         log=layout.logs / f"{stem}.log",
         history_dir=layout.state / "history" / task.id,
+        aiderignore=layout.state / "tasks" / f"{stem}.aiderignore",
     )
 
 
@@ -127,6 +119,7 @@ def worker_argv(
     worktree: Path,
     branch: str,
     history_dir: Path,
+    aiderignore: Path | None = None,
 ) -> list[str]:
     """The argv of one worker attempt, for either backend."""
     if config.worker_backend == "command":
@@ -139,29 +132,28 @@ def worker_argv(
             "base": config.branch,
         }
         return expand_command(config.worker_command or [], values, task.files)
-    return aider_argv(config.aider_cmd, config.model, task_file, history_dir, task.files)
+    return aider_argv(
+        config.aider_cmd,
+        config.model,
+        task_file,
+        history_dir,
+        chat_files(task.files, worktree),
+        edit_format=choose_edit_format(config.model, config.aider_edit_format),
+        aiderignore=aiderignore,
+        extra_args=config.aider_extra_args,
+    )
 
 
-def aider_argv(
-    aider_cmd: str, model: str, task_file: Path, history_dir: Path, files: Sequence[str]
-) -> list[str]:
-    """Aider's non-interactive argv; the task's files are added to the chat."""
-    program = shutil.which(aider_cmd) or aider_cmd
-    return [
-        program,
-        "--model",
-        model,
-        "--message-file",
-        str(task_file),
-        *AIDER_FLAGS,
-        "--input-history-file",
-        str(history_dir / "input.history"),
-        "--chat-history-file",
-        str(history_dir / "chat.history.md"),
-        "--llm-history-file",
-        str(history_dir / "llm.history"),
-        *files,
-    ]
+def worker_env(
+    config: Config, layout: Layout, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Variables added to a worker's environment: a git identity for its commits when the
+    repository has none, and for Aider the settings of an unattended run."""
+    environ = os.environ if environ is None else environ
+    env = identity_env(layout.repo, environ)
+    if config.worker_backend == "aider":
+        env.update(aider_env(config.model, config.ollama.host, environ))
+    return env
 
 
 def expand_command(
@@ -214,14 +206,20 @@ def launch_attempt(
     else:
         start_commit = gitops.prepare_task_worktree(repo, worktree, base, branch)
     files = attempt_files(layout, task, attempt)
+    protected = protected_paths(config, layout)
     text = task_instructions(
         task,
         branch=branch,
         base=base,
-        protected=protected_paths(config, layout),
+        protected=protected,
         suggestions_file=config.suggested_tasks_file,
     )
     write_task_file(files.task_file, text)
+    files.history_dir.mkdir(parents=True, exist_ok=True)
+    aiderignore = None
+    if config.worker_backend == "aider":
+        make_folders_for(task.files, worktree)
+        aiderignore = write_aiderignore(files.aiderignore, protected, worktree)
     argv = worker_argv(
         config,
         task,
@@ -229,6 +227,7 @@ def launch_attempt(
         worktree=worktree,
         branch=branch,
         history_dir=files.history_dir,
+        aiderignore=aiderignore,
     )
     marker = worker_marker(repo, slot, task.id)
     handle = start_worker(
@@ -237,6 +236,7 @@ def launch_attempt(
         cwd=worktree,
         log_path=files.log,
         marker=marker,
+        env=worker_env(config, layout),
         on_exit=on_exit,
     )
     record = RunRecord(
@@ -277,13 +277,23 @@ def judge(
     max_retries: int,
     auto_merge: bool,
     log_path: Path | str,
+    accidental: Sequence[str] = (),
 ) -> Verdict:
     """What a finished attempt means. Commits count; the exit code only explains a failure.
 
     A worker killed at its timeout that had committed is judged like any other: its commits
     are whole edits (Aider commits each one it applies), and the merge queue's checks stand
-    between them and the base branch.
+    between them and the base branch. Commits that add ``accidental`` files (see
+    :func:`accidental_files`) make a failed attempt that names them, so they are never merged.
     """
+    if commits > 0 and accidental and task.kind != "conflict":
+        shown = ", ".join(json.dumps(name, ensure_ascii=False) for name in accidental[:5])
+        more = f" and {len(accidental) - 5} more" if len(accidental) > 5 else ""
+        why = (
+            f"it added files the task did not name whose names look like a model's sentences, "
+            f"not file names: {shown}{more}"
+        )
+        return retry_or_fail(task, f"{why} (log: {log_path})", max_retries)
     if commits > 0:
         plural = "s" if commits != 1 else ""
         if task.kind == "conflict":
@@ -309,3 +319,45 @@ def retry_or_fail(task: Task, reason: str, max_retries: int) -> Verdict:
         tries = "attempt" if task.attempts == 1 else "attempts"
         return Verdict("failed", f"failed after {task.attempts} {tries}: {reason}")
     return Verdict("retry", f"attempt {task.attempts} failed: {reason}")
+
+
+# ---- accidental files (pure, but for the git call in find_accidental_files) ---------------
+
+# Characters that no file a worker was asked for has in its name: what is left of a markdown
+# line (backticks, asterisks) and what Windows forbids in names.
+_ODD_CHARS = frozenset('`*"<>|?:')
+
+
+def looks_accidental(path: str) -> bool:
+    """Whether a new file's name looks like a sentence rather than a file name.
+
+    Aider's whole-file format takes the line above each code block as the file's name, so a
+    chatty model's "Here is the updated file:" becomes a file called ``Here is the updated
+    file``. Such names have spaces, end in ``:`` or ``.``, or carry markdown characters.
+    """
+    for part in path.replace("\\", "/").split("/"):
+        if not part:
+            continue
+        if any(ch.isspace() for ch in part) or part.endswith(".") or _ODD_CHARS & set(part):
+            return True
+    return False
+
+
+def accidental_files(added: Iterable[str], named: Iterable[str]) -> list[str]:
+    """The files in ``added`` that look like accidents and that the task did not name."""
+    wanted = {_comparable(name) for name in named}
+    return [path for path in added if _comparable(path) not in wanted and looks_accidental(path)]
+
+
+def _comparable(path: str) -> str:
+    return path.replace("\\", "/").removeprefix("./").strip("/").casefold()
+
+
+def find_accidental_files(repo: Path, start: str, branch: str, task: Task) -> list[str]:
+    """Accidental files among those the task's branch added since ``start``.
+
+    A conflict task's branch holds the base branch's new files too, so it is not checked.
+    """
+    if task.kind == "conflict":
+        return []
+    return accidental_files(gitops.added_files(repo, start, branch), task.files)

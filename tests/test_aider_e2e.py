@@ -1,0 +1,269 @@
+"""End to end with real Aider: split_task.py and dispatch_workers.py run for real, Aider runs in
+its own virtual environment against the stub model server on 127.0.0.1, and git says what
+happened.
+
+Both protocols Aider speaks to a local server are covered: Ollama's (``ollama_chat/stub``,
+found through ``ollama.host``) and OpenAI's (``openai/stub``, through ``OPENAI_API_BASE``).
+The stub answers each request by looking at it: the splitter's request (it carries a JSON
+schema) gets a plan, Aider's commit-message request a one-line message, and Aider's edit
+request the edit scripted for the task it names. Aider starts in a few seconds, so every
+scenario is one dispatcher run with the workers in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import git, localdispatch, make_repo, run_script
+from localdispatch.supervisor import marked_processes, repo_marker
+from localdispatch.testing import ModelServer, closed_port, plan_reply
+
+pytestmark = [pytest.mark.aider, pytest.mark.slow]
+
+HELLO = 'def greet():\n    return "hello"\n'
+HELLO_HI = 'def greet():\n    return "hi"\n'
+LOUD = 'def loud():\n    return "HELLO"\n'
+
+Editor = Callable[[str, int], str]
+
+
+def whole(name: str, content: str) -> str:
+    """A reply in Aider's whole-file format."""
+    return f"{name}\n```python\n{content}```\n"
+
+
+def search_replace(name: str, search: str, replace: str) -> str:
+    """A reply in Aider's diff format (one SEARCH/REPLACE block)."""
+    return f"{name}\n```python\n<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n```\n"
+
+
+class Script:
+    """The stub's answers, chosen by what each request asks; counts edit requests per task."""
+
+    def __init__(self, edit: Editor, plan: str = "") -> None:
+        self.edit, self.plan = edit, plan
+        self.asked: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        messages = body.get("messages") or []
+        system = " ".join(str(m.get("content")) for m in messages if m.get("role") == "system")
+        if body.get("format") or body.get("response_format"):
+            return self.plan  # the splitter: JSON-schema output
+        if "commit message" in system.lower():
+            return "Make the greetings work"
+        text = "\n".join(str(m.get("content")) for m in messages if m.get("role") == "user")
+        found = re.findall(r"# Task (t-\d+):", text)
+        task_id = found[-1] if found else "?"
+        with self._lock:
+            self.asked[task_id] += 1
+            nth = self.asked[task_id]
+        return self.edit(task_id, nth)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> dict[str, str]:
+    """A home folder of its own: no ~/.aider.conf.yml or ~/.env of the machine's user can
+    change Aider here, and Aider's ~/.aider files land in the test's folder."""
+    folder = tmp_path / "home"
+    folder.mkdir()
+    return {"HOME": str(folder), "USERPROFILE": str(folder)}
+
+
+def configure(repo: Path, aider: Path, model: str, **settings: Any) -> None:
+    config = {
+        "branch": "main",
+        "num_workers": 2,
+        "worker_backend": "aider",
+        "aider_cmd": str(aider),
+        "model": model,
+        "poll_interval_secs": 0.05,
+        "worker_timeout_secs": 90,
+        "worker_kill_grace_secs": 1,
+        "max_worker_retries": 1,
+        **settings,
+    }
+    (repo / "dispatch_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    git(repo, "add", "dispatch_config.json")
+    git(repo, "commit", "-q", "-m", "config")
+
+
+def add(repo: Path, title: str, *args: str) -> str:
+    result = localdispatch("tasks", "add", title, "--json", *args, cwd=repo)
+    assert result.returncode == 0, result.stderr
+    return str(json.loads(result.stdout)["id"])
+
+
+def tasks(repo: Path) -> dict[str, dict[str, Any]]:
+    result = localdispatch("tasks", "list", "--all", "--json", cwd=repo)
+    return {t["id"]: t for t in json.loads(result.stdout)}
+
+
+def events(repo: Path, name: str) -> list[dict[str, Any]]:
+    path = repo / ".dispatch" / "events.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return [e for e in map(json.loads, lines) if e["event"] == name]
+
+
+def dispatch(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = run_script("dispatch_workers.py", "--until-idle", cwd=repo, env=env, timeout=110)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def assert_main_is_clean(repo: Path) -> None:
+    """Nothing of Aider's own reached the base branch or the user's checkout and config."""
+    tracked = git(repo, "ls-tree", "-r", "--name-only", "main").splitlines()
+    assert not [name for name in tracked if name.startswith(".aider")], tracked
+    assert ".gitignore" not in tracked
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    # Without an identity Aider would have written "Your Name" into this config.
+    local = subprocess.run(
+        ["git", "config", "--local", "--get-regexp", "^user\\."],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=False,
+    )
+    assert local.stdout == ""
+    assert marked_processes(repo_marker(repo)) == []
+
+
+def test_ollama_split_dispatch_aider_merge(
+    tmp_path: Path, aider_exe: Path, home: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ollama protocol: split_task.py plans two tasks, two Aider workers edit in whole-file
+    format (chosen for the local model); a chatty first answer that makes a sentence-named file
+    is caught, retried and never merged."""
+    monkeypatch.delenv("OLLAMA_API_BASE", raising=False)  # ollama.host must be enough
+    repo = make_repo(tmp_path / "my repo", {"hello.py": HELLO})
+
+    def edit(task_id: str, nth: int) -> str:
+        if task_id == "t-2":
+            return whole("hello.py", HELLO_HI)
+        if nth == 1:  # t-3, first attempt: the name line is a sentence
+            return "Here is the updated file:\n```python\n" + LOUD + "```\n"
+        return whole("greet/loud.py", LOUD)
+
+    plan = plan_reply(
+        {"title": "Make greet say hi", "files": ["hello.py"]},
+        {"title": "Add a loud greeting", "files": ["greet/loud.py"]},
+    )
+    script = Script(edit, plan)
+    with ModelServer(default_reply=script, models=["stub"]) as server:
+        configure(
+            repo,
+            aider_exe,
+            "ollama_chat/stub",
+            ollama={"host": server.url, "model": "stub", "timeout_secs": 30},
+            split={"min_subtasks": 1},
+        )
+        split = run_script("split_task.py", "Greet people properly", cwd=repo)
+        assert split.returncode == 0, split.stderr
+        assert {t["title"] for t in tasks(repo).values()} >= {"Make greet say hi"}
+        dispatch(repo, home)
+        requests = server.requests
+
+    board = tasks(repo)
+    assert board["t-2"]["status"] == "done" and board["t-2"]["merged_commit"]
+    assert board["t-3"]["status"] == "done" and board["t-3"]["attempts"] == 2
+    assert board["t-1"]["kind"] == "epic" and board["t-1"]["status"] == "done"
+    assert git(repo, "show", "main:hello.py") + "\n" == HELLO_HI
+    assert git(repo, "show", "main:greet/loud.py") + "\n" == LOUD  # Aider made the folder
+    tracked = git(repo, "ls-tree", "-r", "--name-only", "main").splitlines()
+    assert "Here is the updated file" not in tracked
+    caught = events(repo, "accidental_files")
+    assert [(e["task"], e["files"]) for e in caught] == [("t-3", ["Here is the updated file"])]
+    retry = events(repo, "retry")
+    assert retry and "Here is the updated file" in retry[0]["reason"]
+    # Aider spoke Ollama's protocol, to the server that ollama.host names.
+    chats = [r for r in requests if r.path == "/api/chat" and not r.body.get("format")]
+    assert chats and all(r.body["model"] == "stub" for r in chats)
+    assert script.asked == Counter({"t-2": 1, "t-3": 2})
+    # Aider's history went to .dispatch, never into a worktree. The task text names the
+    # protected config, and Aider adds every tracked file a message names to the chat unless
+    # the .aiderignore it was given hides it.
+    history = (repo / ".dispatch" / "history" / "t-2" / "chat.history.md").read_text("utf-8")
+    assert "`dispatch_config.json`" in history and "Add file to the chat?" not in history
+    # One commit per edit (no empty commit first for the new file).
+    finished = [(e["task"], e["commits"]) for e in events(repo, "finish")]
+    assert sorted(finished) == [("t-2", 1), ("t-3", 1), ("t-3", 1)]
+    assert_main_is_clean(repo)
+
+
+def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
+    repo: Path, aider_exe: Path, home: dict[str, str]
+) -> None:
+    """OpenAI protocol (streamed as server-sent events), diff edit format: a SEARCH/REPLACE
+    block that applies is committed and merged; one that matches nothing leaves no commit
+    although Aider exits 0, so the task is retried and then failed, with the log named."""
+    (repo / "hello.py").write_text(HELLO, encoding="utf-8")
+    git(repo, "add", "hello.py")
+    git(repo, "commit", "-q", "-m", "hello")
+
+    configure(repo, aider_exe, "openai/stub", aider_edit_format="diff")
+    good = add(repo, "Make greet say hi", "--files", "hello.py")
+    bad = add(repo, "Reword the readme", "--files", "README.md")
+
+    def edit(task_id: str, nth: int) -> str:
+        if task_id == good:
+            return search_replace("hello.py", '    return "hello"\n', '    return "hi"\n')
+        return search_replace("README.md", "no such line\n", "anything\n")
+
+    script = Script(edit)
+    with ModelServer(default_reply=script, models=["stub"]) as server:
+        env = {**home, "OPENAI_API_BASE": server.openai_url, "OPENAI_API_KEY": "stub"}
+        dispatch(repo, env)
+        requests = server.requests
+
+    board = tasks(repo)
+    assert board[good]["status"] == "done" and board[good]["merged_commit"]
+    assert git(repo, "show", "main:hello.py") + "\n" == HELLO_HI
+    failed = board[bad]
+    assert failed["status"] == "failed" and failed["attempts"] == 2
+    assert "finished without a commit" in failed["closed_reason"]
+    log = re.search(r"\(log: (.+?\.log)\)", failed["closed_reason"])
+    assert log, failed["closed_reason"]
+    assert "SearchReplaceNoExactMatch" in Path(log.group(1)).read_text(encoding="utf-8")
+    assert git(repo, "show", "main:README.md") == "# demo"
+    edits = [r for r in requests if r.path == "/v1/chat/completions" and r.body.get("stream")]
+    assert edits and all(r.body["model"] == "stub" for r in edits)  # SSE, Aider's default
+    # Aider asked again after each failed match (its reflections), and again on the retry.
+    assert script.asked[good] == 1 and script.asked[bad] > 2
+    assert_main_is_clean(repo)
+
+
+def test_an_unreachable_model_server_is_caught_by_the_timeout(
+    repo: Path, aider_exe: Path, home: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Aider retries a dead server for over a minute and then exits 0 with nothing done; the
+    worker timeout ends it sooner, and the whole process tree goes."""
+    monkeypatch.delenv("OLLAMA_API_BASE", raising=False)
+    dead = f"http://127.0.0.1:{closed_port()}"
+    configure(
+        repo,
+        aider_exe,
+        "ollama_chat/stub",
+        ollama={"host": dead},
+        worker_timeout_secs=4,
+        max_worker_retries=0,
+    )
+    task_id = add(repo, "Make greet say hi", "--files", "hello.py")
+    dispatch(repo, home)
+    task = tasks(repo)[task_id]
+    assert task["status"] == "failed"
+    assert "timed out after 4 s without a commit" in task["closed_reason"]
+    assert [e["task"] for e in events(repo, "kill")] == [task_id]
+    assert git(repo, "rev-list", "--count", "main") == "2"  # the initial commit and the config
+    assert_main_is_clean(repo)
