@@ -9,12 +9,14 @@ the line and column. Names follow the original Path-B dispatcher so its files ke
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import re
 import shlex
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -42,6 +44,18 @@ def normalize_host(raw: str) -> str:
     # 0.0.0.0 is where a server listens, never where a client should connect.
     rest = rest.replace("0.0.0.0", "127.0.0.1")
     return f"{scheme}://{rest}"
+
+
+def is_loopback(url: str) -> bool:
+    """True for a server on this machine. Requests to it must never go through an
+    HTTP_PROXY from the environment (a corporate proxy cannot reach the user's 127.0.0.1)."""
+    host = (urlsplit(url if "://" in url else "http://" + url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Section(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import httpx
 
-from .config import Config, load_config
+from .config import Config, is_loopback, load_config
 from .errors import DispatchError, LLMError
 from .gitcmd import run_git
 from .layout import Layout, layout_for
@@ -172,7 +172,7 @@ def check_ollama(config: Config) -> Check:
     host = config.ollama.host
     model = config.ollama.model
     try:
-        with httpx.Client(base_url=host, timeout=3.0) as client:
+        with httpx.Client(base_url=host, timeout=3.0, trust_env=not is_loopback(host)) as client:
             version = client.get("/api/version").json().get("version", "?")
             names = [m.get("name", "") for m in client.get("/api/tags").json().get("models", [])]
     except (httpx.HTTPError, ValueError, AttributeError) as exc:

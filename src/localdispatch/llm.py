@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol, TypedDict, TypeVar
 import httpx
 import ollama
 
-from .config import Config
+from .config import Config, is_loopback
 from .errors import LLMError
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,9 @@ class OllamaProvider:
             timeout = httpx.Timeout(
                 self.timeout_secs, connect=min(self.timeout_secs, CONNECT_TIMEOUT_SECS)
             )
-            self._client = ollama.Client(host=self._host, timeout=timeout)
+            self._client = ollama.Client(
+                host=self._host, timeout=timeout, trust_env=not is_loopback(self._host)
+            )
         return self._client
 
     def close(self) -> None:
@@ -309,7 +311,12 @@ class OpenAIProvider:
                 self.timeout_secs, connect=min(self.timeout_secs, CONNECT_TIMEOUT_SECS)
             )
             # The trailing slash makes "chat/completions" extend the base path (…/v1/…).
-            self._client = httpx.Client(base_url=self._host + "/", headers=headers, timeout=timeout)
+            self._client = httpx.Client(
+                base_url=self._host + "/",
+                headers=headers,
+                timeout=timeout,
+                trust_env=not is_loopback(self._host),
+            )
         return self._client
 
     def close(self) -> None:
