@@ -141,8 +141,10 @@ class Dispatcher:
 
     # ---- the loop -------------------------------------------------------------------------
     def _loop(self) -> None:
+        timeout = 0.0  # the first pass starts work at once instead of after a poll interval
         while True:
-            self._drain(self._wait_timeout())
+            self._drain(timeout)
+            timeout = self._wait_timeout()
             if self._interrupts >= 2:
                 self.summary.interrupted = True
                 return
