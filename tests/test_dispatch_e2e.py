@@ -222,3 +222,25 @@ def test_bad_usage_exits_2(repo: Path, tmp_path: Path) -> None:
     configure(repo)
     assert dispatch(repo, tmp_path, "--workers", "0").returncode == 2
     assert dispatch(repo, tmp_path, "--plan", "--status").returncode == 2
+
+
+def test_a_committed_suggestions_file_is_taken_out_of_the_branch(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Aider commits every file it edits, suggested_tasks.txt included: the work still lands,
+    the idea becomes a task, and the state file never reaches main."""
+    configure(repo, "state_commit_worker.py", max_worker_retries=0)
+    real = add(repo, "Real work", "--files", "real.txt")
+    empty = add(repo, "Only an idea")  # no files: the worker commits just the suggestion
+    result = dispatch(repo, tmp_path / "stamps", "--until-idle")
+    assert result.returncode == 0, result.stderr
+    state = tasks(repo)
+    assert state[real]["status"] == "done" and state[real]["merged_commit"]
+    assert state[empty]["status"] == "failed"
+    assert git(repo, "show", "main:real.txt") == f"{real} was here"
+    assert "suggested_tasks.txt" not in git(repo, "ls-tree", "-r", "--name-only", "main")
+    titles = {t["title"] for t in state.values()}
+    assert f"Follow-up idea from {real}" in titles
+    # the ideas' own attempts commit nothing and fail: exit 0 is not trusted
+    assert all(t["status"] == "failed" for t in state.values() if "Follow-up" in t["title"])
+    assert events(repo, "state_files_dropped")

@@ -304,7 +304,12 @@ class Dispatcher:
         record, handle = run.record, run.handle
         worktree = Path(record.worktree)
         self._harvest(worktree, record.task_id)
+        self._drop_state_files(record)
         commits = self._collect(record)
+        if commits and not gitops.has_net_change(
+            self.layout.repo, record.start_commit, record.branch
+        ):
+            commits = []  # commits that change nothing (only state files, say) are no work
         task = self._current(record.task_id) or run.task
         verdict = judge(
             task,
@@ -503,6 +508,20 @@ class Dispatcher:
         changed = seen != self._suggestions_seen and info.st_size > 0
         self._suggestions_seen = seen
         return changed
+
+    def _drop_state_files(self, record: RunRecord) -> None:
+        state = [
+            path.relative_to(self.layout.repo).as_posix()
+            for path in (self.layout.suggested_tasks, self.layout.task_queue)
+            if path.is_relative_to(self.layout.repo)
+        ]
+        try:
+            dropped = gitops.drop_state_files(Path(record.worktree), record.start_commit, state)
+        except DispatchError as exc:
+            log.warning("task %s: could not untrack state files: %s", record.task_id, exc)
+            return
+        if dropped:
+            self._emit("state_files_dropped", task=record.task_id, files=dropped)
 
     def _harvest(self, worktree: Path, task_id: str) -> None:
         harvest = _suggestions("harvest_worktree_suggestions")

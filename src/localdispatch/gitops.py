@@ -88,6 +88,43 @@ def commits_between(repo: Path, start: str, branch: str) -> list[str]:
     return result.stdout.split() if result.returncode == 0 else []
 
 
+def drop_state_files(worktree: Path, start: str, paths: list[str]) -> list[str]:
+    """Take the dispatcher's state files out of the branch checked out in ``worktree``.
+
+    A worker told to append ideas to suggested_tasks.txt may commit that file (Aider commits
+    every file it edits). Such a branch would be refused by the protected-path gate and the
+    task's real work lost, so the file is untracked in one more commit instead; its lines
+    were already harvested from the worktree. Returns the paths that were dropped.
+    """
+    changed = run_git(
+        ["diff", "--name-only", "--no-renames", start, "HEAD", "--", *paths], worktree, check=False
+    ).stdout.split()
+    if not changed:
+        return []
+    run_git(["rm", "-r", "--cached", "--quiet", "--ignore-unmatch", "--", *changed], worktree)
+    restore = run_git(["ls-tree", "--name-only", start, "--", *changed], worktree).stdout.split()
+    if restore:  # tracked in the base already: put the base's version back
+        run_git(["checkout", start, "--", *restore], worktree)
+    run_git(
+        [
+            *commit_args(worktree),
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "-m",
+            "localdispatch: keep state files out of the branch",
+        ],
+        worktree,
+    )
+    return changed
+
+
+def has_net_change(repo: Path, start: str, branch: str) -> bool:
+    """Whether ``branch`` differs from ``start`` at all: commits that cancel out are no work."""
+    result = run_git(["diff", "--quiet", start, f"refs/heads/{branch}", "--"], repo, check=False)
+    return result.returncode != 0
+
+
 def added_files(repo: Path, start: str, branch: str) -> list[str]:
     """Files that ``branch`` added since ``start`` (repo-relative, forward slashes); none if
     the branch does not exist."""
