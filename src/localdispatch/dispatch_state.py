@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,13 +25,13 @@ from typing import Any
 import psutil
 from filelock import FileLock, Timeout
 
+from .atomicfile import replace_with_retry, write_atomic
 from .config import Config
 from .errors import DispatchError, LockBusy
 from .events import EventLog
 from .layout import Layout
 from .scheduling import Plan, plan_waves, rank_ready
 from .store import TaskStore
-from .store.json_store import replace_with_retry
 from .supervisor import ProcessKey, find_process, tree_stats
 from .tasks import STATUSES, Task, now_iso
 
@@ -159,17 +157,7 @@ class StateFile:
             "runs": [asdict(run) for run in self._runs],
         }
         payload = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix="state.json.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            replace_with_retry(Path(tmp), self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, payload)
 
 
 # ---- read-only views ------------------------------------------------------------------------

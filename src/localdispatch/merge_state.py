@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -33,11 +31,11 @@ from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 
+from .atomicfile import write_atomic
 from .config import Config
 from .errors import LockBusy, StoreError, TaskNotFound
 from .events import EventLog
 from .store import TaskDraft, TaskStore
-from .store.json_store import replace_with_retry
 from .tasks import ACTIVE, Task, now_iso
 
 log = logging.getLogger(__name__)
@@ -150,19 +148,7 @@ class MergeState:
             "delete_later": book.delete_later,
         }
         payload = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            replace_with_retry(Path(tmp_name), self.path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, payload.encode("utf-8"))
 
 
 def parse_book(raw: str, path: Path) -> MergeBook:

@@ -9,9 +9,6 @@ or parsed is reported and left exactly as it is: it is never "reset" to an empty
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +18,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ..atomicfile import write_atomic
 from ..errors import LockBusy, StoreError
 from ..tasks import Task, normalize_status
 from . import base
@@ -213,21 +211,7 @@ class JsonStore:
             self._keep_legacy_copy()
         document = _Document(version=FORMAT_VERSION, next_id=board.next_id, tasks=board.tasks)
         payload = document.model_dump_json(indent=1).encode("utf-8") + b"\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The temporary file sits beside the target (os.replace is atomic only within one
-        # file system) and its name matches the ignore pattern "task_queue.json.*".
-        fd, tmp_name = tempfile.mkstemp(
-            dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            replace_with_retry(Path(tmp_name), self.path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, payload)
         board.upgraded_from_legacy = False
         self._remember(payload, board)
 
@@ -239,20 +223,6 @@ class JsonStore:
         backup = self.path.with_name(self.path.name + ".pre-upgrade.bak")
         if not backup.exists():
             backup.write_bytes(self.path.read_bytes())
-
-
-def replace_with_retry(source: Path, target: Path, attempts: int = 50) -> None:
-    """os.replace, retried while Windows reports the target as in use by a reader."""
-    for attempt in range(attempts):
-        try:
-            source.replace(target)
-            return
-        except PermissionError:
-            # On Windows a file another process has open cannot be replaced; readers hold it
-            # for milliseconds, so waiting a little is enough.
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.02 * (attempt + 1))
 
 
 def _upgrade_task(raw: Any) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,9 +22,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from ..atomicfile import write_atomic
 from ..errors import DispatchError, LockBusy
 from ..layout import Layout
-from ..store.json_store import replace_with_retry
 from ..tasks import Task
 from .lines import MARK_FIELD, LineIssue, RawLine, split_lines
 
@@ -120,19 +119,6 @@ class Journal:
 
     def ordered(self) -> list[Snapshot]:
         return sorted(self.snapshots.values(), key=lambda snap: snap.seq)
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        replace_with_retry(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def crash_point(step: str) -> None:
