@@ -102,13 +102,28 @@ def test_folders_are_not_handed_to_aider(tmp_path: Path) -> None:
 
 
 def test_environment_of_an_unattended_run() -> None:
-    env = aider_env("ollama_chat/m", "http://127.0.0.1:11434", {})
+    env = aider_env("ollama_chat/m", {}, ollama_host="http://127.0.0.1:11434")
     assert env["OLLAMA_API_BASE"] == "http://127.0.0.1:11434"
     assert env["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    assert "OPENAI_API_BASE" not in env
     mine = {"OLLAMA_API_BASE": "http://mine:2", "LITELLM_LOCAL_MODEL_COST_MAP": "False"}
-    kept = aider_env("ollama/m", "http://h:1", mine)
+    kept = aider_env("ollama/m", mine, ollama_host="http://h:1")
     assert "OLLAMA_API_BASE" not in kept and "LITELLM_LOCAL_MODEL_COST_MAP" not in kept
     assert env.get("BROWSER") == no_op_browser()
+
+
+def test_an_openai_model_goes_to_the_splitters_openai_server() -> None:
+    base = "http://127.0.0.1:8080/v1"
+    env = aider_env(
+        "openai/q", {"MY_KEY": "k"}, ollama_host="h", openai_base=base, openai_key_env="MY_KEY"
+    )
+    assert env["OPENAI_API_BASE"] == base and env["OPENAI_API_KEY"] == "k"
+    assert "OLLAMA_API_BASE" not in env
+    keyless = aider_env("openai/q", {}, ollama_host="h", openai_base=base)
+    assert keyless["OPENAI_API_KEY"] == "localdispatch"  # Aider will not call without one
+    users = {"OPENAI_API_BASE": "http://elsewhere/v1", "OPENAI_API_KEY": "u"}
+    assert "OPENAI_API_BASE" not in aider_env("openai/q", users, ollama_host="h", openai_base=base)
+    assert "OPENAI_API_BASE" not in aider_env("openai/q", {}, ollama_host="h")
 
 
 @pytest.mark.skipif(os.name == "nt", reason="no no-op browser program on Windows")

@@ -203,18 +203,18 @@ def test_ollama_split_dispatch_aider_merge(
 
 
 def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
-    repo: Path, aider_exe: Path, home: dict[str, str]
+    repo: Path, aider_exe: Path, home: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OpenAI protocol (streamed as server-sent events), diff edit format: a SEARCH/REPLACE
     block that applies is committed and merged; one that matches nothing leaves no commit
-    although Aider exits 0, so the task is retried and then failed, with the log named."""
+    although Aider exits 0, so the task is retried and then failed, with the log named.
+    Aider finds the server through the splitter's llm.base_url, with no key set anywhere."""
+    for name in ("OPENAI_API_BASE", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
     (repo / "hello.py").write_text(HELLO, encoding="utf-8")
     git(repo, "add", "hello.py")
     git(repo, "commit", "-q", "-m", "hello")
-
-    configure(repo, aider_exe, "openai/stub", aider_edit_format="diff")
-    good = add(repo, "Make greet say hi", "--files", "hello.py")
-    bad = add(repo, "Reword the readme", "--files", "README.md")
+    good, bad = "t-1", "t-2"
 
     def edit(task_id: str, nth: int) -> str:
         if task_id == good:
@@ -223,8 +223,11 @@ def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
 
     script = Script(edit)
     with ModelServer(default_reply=script, models=["stub"]) as server:
-        env = {**home, "OPENAI_API_BASE": server.openai_url, "OPENAI_API_KEY": "stub"}
-        dispatch(repo, env)
+        llm = {"provider": "openai", "base_url": server.openai_url, "model": "stub"}
+        configure(repo, aider_exe, "openai/stub", aider_edit_format="diff", llm=llm)
+        assert add(repo, "Make greet say hi", "--files", "hello.py") == good
+        assert add(repo, "Reword the readme", "--files", "README.md") == bad
+        dispatch(repo, home)
         requests = server.requests
 
     board = tasks(repo)
@@ -239,6 +242,8 @@ def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
     assert git(repo, "show", "main:README.md") == "# demo"
     edits = [r for r in requests if r.path == "/v1/chat/completions" and r.body.get("stream")]
     assert edits and all(r.body["model"] == "stub" for r in edits)  # SSE, Aider's default
+    keys = {v for r in edits for k, v in r.headers.items() if k.lower() == "authorization"}
+    assert keys == {"Bearer localdispatch"}  # the stand-in: Aider will not call without a key
     # Aider asked again after each failed match (its reflections), and again on the retry.
     assert script.asked[good] == 1 and script.asked[bad] > 2
     assert_main_is_clean(repo)

@@ -330,3 +330,7 @@ def test_worker_env_points_aider_at_the_ollama_host(repo: Path) -> None:
     assert "OLLAMA_API_BASE" not in worker_env(config, layout, {"OLLAMA_API_BASE": "http://x:1"})
     openai, layout = _layout(repo, model="openai/stub")
     assert "OLLAMA_API_BASE" not in worker_env(openai, layout, {})
+    assert "OPENAI_API_BASE" not in worker_env(openai, layout, {})
+    llm = {"provider": "openai", "base_url": "http://127.0.0.1:8080/v1", "model": "q"}
+    served, layout = _layout(repo, model="openai/q", llm=llm)
+    assert worker_env(served, layout, {})["OPENAI_API_BASE"] == "http://127.0.0.1:8080/v1"

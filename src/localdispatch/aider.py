@@ -193,13 +193,22 @@ def no_op_browser() -> str | None:
     return shutil.which("true")
 
 
-def aider_env(model: str, ollama_host: str, environ: Mapping[str, str]) -> dict[str, str]:
+def aider_env(
+    model: str,
+    environ: Mapping[str, str],
+    *,
+    ollama_host: str,
+    openai_base: str | None = None,
+    openai_key_env: str | None = None,
+) -> dict[str, str]:
     """Environment variables for an Aider worker (added to the dispatcher's own).
 
     Aider finds an Ollama server through ``OLLAMA_API_BASE``; unless the user set it, it is
     the server the splitter uses (``ollama.host``), so one setting points both at the same
-    place. OpenAI-style servers are found through ``OPENAI_API_BASE``/``OPENAI_API_KEY``,
-    which Aider reads from the environment as they are.
+    place. Likewise an ``openai/`` model goes to ``openai_base`` (the splitter's
+    ``llm.base_url``) unless ``OPENAI_API_BASE`` is set, with the key from the variable
+    ``openai_key_env`` names: Aider refuses to call without one, and a local server that
+    checks none ignores the stand-in given then.
     """
     env = {
         "PYTHONIOENCODING": "utf-8",  # the log file gets UTF-8, not the Windows code page
@@ -215,4 +224,8 @@ def aider_env(model: str, ollama_host: str, environ: Mapping[str, str]) -> dict[
         env["BROWSER"] = browser
     if is_ollama_model(model) and not environ.get("OLLAMA_API_BASE"):
         env["OLLAMA_API_BASE"] = ollama_host
+    if model.startswith("openai/") and openai_base and not environ.get("OPENAI_API_BASE"):
+        env["OPENAI_API_BASE"] = openai_base
+        if not environ.get("OPENAI_API_KEY"):
+            env["OPENAI_API_KEY"] = environ.get(openai_key_env or "", "") or "localdispatch"
     return env

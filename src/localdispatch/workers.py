@@ -152,7 +152,17 @@ def worker_env(
     environ = os.environ if environ is None else environ
     env = identity_env(layout.repo, environ)
     if config.worker_backend == "aider":
-        env.update(aider_env(config.model, config.ollama.host, environ))
+        llm = config.llm
+        openai_base = llm.base_url if llm.provider == "openai" else None
+        env.update(
+            aider_env(
+                config.model,
+                environ,
+                ollama_host=config.ollama.host,
+                openai_base=openai_base,
+                openai_key_env=llm.api_key_env,
+            )
+        )
     return env
 
 
