@@ -9,8 +9,9 @@ Three of Aider's habits need more than a flag:
 
 - With ``--yes-always`` Aider answers *yes* to "Open documentation URL?" too, and opens a
   browser (aider issue #3372): on a model warning, a failed API call whose error names a URL,
-  or a full context window. ``BROWSER`` is pointed at a program that does nothing, so Python's
-  ``webbrowser`` "opens" the page there and stops looking.
+  or a full context window. On Linux and macOS ``BROWSER`` is pointed at a program that does
+  nothing, so Python's ``webbrowser`` "opens" the page there and stops looking (Windows has
+  no such program; there the flags below avoid the common causes).
 - Without a git identity Aider writes ``user.name "Your Name"`` into the repository's config,
   which for a worktree is the user's own ``.git/config``. The fallback identity is handed to it
   through ``GIT_CONFIG_*`` variables instead (see ``gitcmd.identity_env``).
@@ -43,7 +44,7 @@ AIDER_FLAGS = (
     "--no-notifications",  # no terminal bell or desktop notification
     "--encoding",
     "utf-8",  # read and write files as UTF-8, whatever the OS locale says
-    "--no-gitignore",  # do not add .aider* to .gitignore (that would be a commit of its own)
+    "--no-gitignore",  # do not add .aider* to .gitignore: a change no task asked for
     "--map-tokens",
     "0",  # no repo map by default: small local models drown in it and it costs a scan
     "--auto-commits",  # each applied edit is a commit: commits are how a worker is judged
@@ -104,7 +105,8 @@ def aider_argv(
     The task text is read from ``task_file`` (outside the worktree, so it is never committed);
     Aider's history files go to ``history_dir`` (under .dispatch/) for the same reason.
     ``files`` are added to the chat after ``--`` so that no file name can pass for an option;
-    a named file that does not exist yet is created by Aider (folders included).
+    a named file that does not exist yet is created by Aider (its folder must exist first,
+    see :func:`make_folders_for`).
     """
     program = shutil.which(aider_cmd) or aider_cmd
     argv = [program, "--model", model, "--message-file", str(task_file), *AIDER_FLAGS]
