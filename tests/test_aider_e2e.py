@@ -218,7 +218,11 @@ def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
 
     def edit(task_id: str, nth: int) -> str:
         if task_id == good:
-            return search_replace("hello.py", '    return "hello"\n', '    return "hi"\n')
+            # The edit, and a follow-up idea in suggested_tasks.txt as the task text asks
+            # (ignored by git, yet Aider may edit it; it waits on the failing task).
+            return search_replace(
+                "hello.py", '    return "hello"\n', '    return "hi"\n'
+            ) + search_replace("suggested_tasks.txt", "", f"Add a farewell [after: {bad}]\n")
         return search_replace("README.md", "no such line\n", "anything\n")
 
     script = Script(edit)
@@ -239,6 +243,9 @@ def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
     log = re.search(r"\(log: (.+?\.log)\)", failed["closed_reason"])
     assert log, failed["closed_reason"]
     assert "SearchReplaceNoExactMatch" in Path(log.group(1)).read_text(encoding="utf-8")
+    idea = [t for t in board.values() if t["title"] == "Add a farewell"]
+    assert idea and idea[0]["discovered_from"] == good and idea[0]["depends_on"] == [bad]
+    assert "suggested_tasks.txt" not in git(repo, "ls-tree", "-r", "--name-only", "main")
     assert git(repo, "show", "main:README.md") == "# demo"
     edits = [r for r in requests if r.path == "/v1/chat/completions" and r.body.get("stream")]
     assert edits and all(r.body["model"] == "stub" for r in edits)  # SSE, Aider's default

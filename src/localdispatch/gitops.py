@@ -88,6 +88,20 @@ def commits_between(repo: Path, start: str, branch: str) -> list[str]:
     return result.stdout.split() if result.returncode == 0 else []
 
 
+def make_editable(worktree: Path, rel_path: str) -> None:
+    """Let a worker edit ``rel_path`` although .git/info/exclude ignores it.
+
+    The suggestions file is ignored so it can never be merged, but Aider refuses to edit an
+    ignored file. An intent-to-add entry (``git add -N``) makes git stop treating it as
+    ignored in this worktree only; whatever the worker then commits is taken out again by
+    :func:`drop_state_files` after its lines were harvested.
+    """
+    target = worktree / rel_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.touch(exist_ok=True)
+    run_git(["add", "--intent-to-add", "--force", "--", rel_path], worktree, check=False)
+
+
 def drop_state_files(worktree: Path, start: str, paths: list[str]) -> list[str]:
     """Take the dispatcher's state files out of the branch checked out in ``worktree``.
 

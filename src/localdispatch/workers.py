@@ -195,6 +195,13 @@ def expand_command(
     return argv
 
 
+def _repo_relative(path: Path, repo: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(repo.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
 def launch_attempt(
     config: Config,
     layout: Layout,
@@ -217,6 +224,9 @@ def launch_attempt(
         start_commit = gitops.prepare_task_worktree(repo, worktree, base, branch)
     files = attempt_files(layout, task, attempt)
     protected = protected_paths(config, layout)
+    suggestions = _repo_relative(layout.suggested_tasks, repo)
+    if suggestions is not None:
+        gitops.make_editable(worktree, suggestions)
     text = task_instructions(
         task,
         branch=branch,
@@ -229,7 +239,9 @@ def launch_attempt(
     aiderignore = None
     if config.worker_backend == "aider":
         make_folders_for(task.files, worktree)
-        aiderignore = write_aiderignore(files.aiderignore, protected, worktree)
+        # The one protected file a worker is asked to write: Aider must not hide it.
+        editable = [p for p in protected if p != suggestions]
+        aiderignore = write_aiderignore(files.aiderignore, editable, worktree)
     argv = worker_argv(
         config,
         task,
