@@ -188,8 +188,11 @@ def test_sigkill_mid_run_then_restart_finishes_every_task_once(repo: Path, tmp_p
         assert board[task_id]["status"] == "done", board[task_id]
         assert git(repo, "show", f"main:s{n}.txt") == f"{task_id} was here"  # once, not twice
         assert log_lines.count(f"{task_id}: edit s{n}.txt") == 1
-    merged = [e["task"] for e in events(repo, "merge_outcome") if e["status"] == "merged"]
-    assert sorted(merged) == sorted(ids)
+    # Every task merged. A kill between moving main and recording it makes the restart
+    # record that merge again, so an id may appear twice here; the log above proves main
+    # got each task's commit exactly once.
+    merged = {e["task"] for e in events(repo, "merge_outcome") if e["status"] == "merged"}
+    assert merged == set(ids)
     # The restart had an interrupted attempt to settle: requeued, or its commits recovered.
     assert {e["event"] for e in events(repo)[before:]} & {"requeue", "recovered"}
     assert marked_processes(repo_marker(repo)) == []

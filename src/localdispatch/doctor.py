@@ -26,6 +26,7 @@ from .llm import OpenAIProvider
 Status = Literal["ok", "warn", "fail"]
 MIN_PYTHON = (3, 10)
 MIN_GIT = (2, 17)  # `git worktree remove` and `worktree prune` as we use them
+GIT_CONFIG_ENV = (2, 31)  # GIT_CONFIG_COUNT: a worker's identity when the repo has none
 MIN_FREE_BYTES = 1 << 30
 PROBE_TIMEOUT_SECS = 3.0  # a model server on this machine answers a listing at once
 
@@ -95,6 +96,15 @@ def check_git() -> Check:
         numbers = [int(p) for p in out.split()[2].split(".")[:2] if p.isdigit()]
         if tuple(numbers) < MIN_GIT:
             return Check("git", "fail", out, "Install git 2.17 or newer for worktrees.")
+        if tuple(numbers) < GIT_CONFIG_ENV:
+            return Check(
+                "git",
+                "warn",
+                f"{out}: workers cannot be given a fallback identity (needs git 2.31)",
+                "Set an identity (`git config --global user.name ...` and user.email) "
+                "or install a newer git.",
+                required=False,
+            )
         return Check("git", "ok", out)
 
     return _guard("git", probe)
