@@ -127,6 +127,7 @@ class Dispatcher:
         return self._interrupts
 
     def run(self) -> RunSummary:
+        gitops.check_repository(self.layout.repo, self.config.branch)
         with dispatcher_lock(self.layout):
             ensure_state_ignored(self.layout)
             self.state.claim_owner()

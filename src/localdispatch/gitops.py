@@ -194,13 +194,38 @@ def ensure_worktree(repo: Path, path: Path, base: str) -> None:
     run_git(["worktree", "add", "--detach", "--force", str(path), base], repo)
 
 
+def check_repository(repo: Path, base: str) -> str:
+    """Before any work: ``repo`` must be a git repository whose base branch has a commit.
+    Returns the base tip; otherwise a GitError that says what to do."""
+    if not repo.is_dir():
+        raise GitError(
+            f"The repository folder {repo} does not exist.",
+            hint='Fix "repo_root" in dispatch_config.json (it is relative to that file).',
+            path=repo,
+        )
+    if run_git(["rev-parse", "--git-dir"], repo, check=False).returncode != 0:
+        raise GitError(
+            f"{repo} is not a git repository.",
+            hint='Run `git init` there and make a first commit, or set "repo_root".',
+            path=repo,
+        )
+    if rev_parse(repo, "HEAD") is None and not branch_exists(repo, base):
+        raise GitError(
+            f"The repository {repo} has no commit yet.",
+            hint="Make a first commit (workers start from the tip of the base branch).",
+            path=repo,
+        )
+    return base_tip(repo, base)
+
+
 def base_tip(repo: Path, base: str) -> str:
     """The commit at the tip of the base branch; GitError naming the fix if it is missing."""
     tip = rev_parse(repo, f"refs/heads/{base}")
     if tip is None:
         raise GitError(
             f"The base branch {base!r} does not exist in {repo}.",
-            hint='Create it or set "branch" in dispatch_config.json.',
+            hint='Create it, or set "branch" in dispatch_config.json to your base branch '
+            "(`git branch --show-current` names the one you are on).",
             path=repo,
         )
     return tip
