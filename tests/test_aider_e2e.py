@@ -193,9 +193,13 @@ def test_ollama_split_dispatch_aider_merge(
     assert script.asked == Counter({"t-2": 1, "t-3": 2})
     # Aider's history went to .dispatch, never into a worktree. The task text names the
     # protected config, and Aider adds every tracked file a message names to the chat unless
-    # the .aiderignore it was given hides it.
+    # the .aiderignore it was given hides it. The one file it may add is the suggestions
+    # file, which the task text asks it to write.
     history = (repo / ".dispatch" / "history" / "t-2" / "chat.history.md").read_text("utf-8")
-    assert "`dispatch_config.json`" in history and "Add file to the chat?" not in history
+    assert "`dispatch_config.json`" in history
+    lines = history.splitlines()
+    offered = [lines[n - 1] for n, line in enumerate(lines) if "Add file to the chat?" in line]
+    assert all("suggested_tasks.txt" in line for line in offered), offered
     # One commit per edit (no empty commit first for the new file).
     finished = [(e["task"], e["commits"]) for e in events(repo, "finish")]
     assert sorted(finished) == [("t-2", 1), ("t-3", 1), ("t-3", 1)]
