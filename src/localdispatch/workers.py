@@ -223,10 +223,12 @@ def launch_attempt(
     else:
         start_commit = gitops.prepare_task_worktree(repo, worktree, base, branch)
     files = attempt_files(layout, task, attempt)
-    protected = protected_paths(config, layout)
     suggestions = _repo_relative(layout.suggested_tasks, repo)
     if suggestions is not None:
         gitops.make_editable(worktree, suggestions)
+    # The one protected file a worker is asked to write: neither the rules nor Aider's
+    # ignore list may forbid it (its lines are harvested and it never reaches a merge).
+    protected = [p for p in protected_paths(config, layout) if p != suggestions]
     text = task_instructions(
         task,
         branch=branch,
@@ -239,9 +241,7 @@ def launch_attempt(
     aiderignore = None
     if config.worker_backend == "aider":
         make_folders_for(task.files, worktree)
-        # The one protected file a worker is asked to write: Aider must not hide it.
-        editable = [p for p in protected if p != suggestions]
-        aiderignore = write_aiderignore(files.aiderignore, editable, worktree)
+        aiderignore = write_aiderignore(files.aiderignore, protected, worktree)
     argv = worker_argv(
         config,
         task,
