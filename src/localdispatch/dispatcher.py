@@ -9,12 +9,11 @@ What runs where is kept in ``.dispatch/state.json`` (written atomically after ev
 A dispatcher started after a crash kills the previous run's workers (matched by pid *and*
 creation time, and by the environment marker every worker's descendants inherit), merges the
 work they had committed, and puts the rest back to open: no task is lost, none runs twice at
-once, and no commit is thrown away.
+once, and no commit is thrown away (``recovery.py``).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import queue
 import threading
@@ -25,51 +24,26 @@ from pathlib import Path
 from typing import Any
 
 from . import gitops
+from .attempts import ActiveRun, collect_commits, judge_finished
 from .config import Config
 from .dispatch_state import RunRecord, StateFile, dispatcher_lock
 from .errors import DispatchError, TaskNotFound
 from .events import EventLog
 from .layout import Layout, ensure_state_ignored
 from .merge_runner import MergeRunner, merge_queue_class
+from .recovery import Recovery
 from .scheduling import pick_next
 from .store import TaskStore, open_store
-from .supervisor import (
-    ProcessKey,
-    WorkerHandle,
-    find_process,
-    kill_tree,
-    marked_processes,
-    repo_marker,
-)
+from .suggestion_feed import SuggestionFeed
 from .tasks import Task
-from .workers import Verdict, find_accidental_files, judge, launch_attempt, retry_or_fail
+from .workers import Verdict, launch_attempt, retry_or_fail
+
+# What other modules import from here; ActiveRun and merge_queue_class are defined elsewhere.
+__all__ = ["ActiveRun", "Dispatcher", "RunSummary", "dispatcher_lock", "merge_queue_class"]
 
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[dict[str, Any]], None]
-
-
-def _suggestions(name: str) -> Callable[..., Any] | None:
-    try:
-        func: Callable[..., Any] = getattr(
-            importlib.import_module("localdispatch.suggestions"), name
-        )
-    except (ImportError, AttributeError):
-        return None
-    return func
-
-
-@dataclass
-class ActiveRun:
-    """A worker attempt the loop is watching."""
-
-    record: RunRecord
-    task: Task
-    handle: WorkerHandle | None = None
-    deadline: float | None = None
-    timed_out: bool = False
-    exited: bool = False
-    killer: threading.Thread | None = None
 
 
 @dataclass
@@ -117,7 +91,7 @@ class Dispatcher:
         # means the merge queue answered "nothing to do" for the current generation.
         self._generation = 0
         self._settled: int | None = None
-        self._suggestions_seen: tuple[int, ...] | None = None
+        self._feed = SuggestionFeed(config, layout, self.store)
 
     # ---- public ---------------------------------------------------------------------------
     def interrupt(self) -> int:
@@ -302,58 +276,14 @@ class Dispatcher:
     def _finish(self, run: ActiveRun) -> None:
         """Judge a finished attempt by its commits and act on the verdict."""
         self._generation += 1
-        record, handle = run.record, run.handle
-        worktree = Path(record.worktree)
-        self._harvest(worktree, record.task_id)
-        self._drop_state_files(record)
-        commits = self._collect(record)
-        if commits and not gitops.has_net_change(
-            self.layout.repo, record.start_commit, record.branch
-        ):
-            commits = []  # commits that change nothing (only state files, say) are no work
+        record = run.record
+        self._feed.harvest(Path(record.worktree), record.task_id)
         task = self._current(record.task_id) or run.task
-        verdict = judge(
-            task,
-            commits=len(commits),
-            timed_out=run.timed_out,
-            exit_code=handle.returncode if handle else None,
-            timeout_secs=self.config.worker_timeout_secs,
-            max_retries=self.config.max_worker_retries,
-            auto_merge=self.config.auto_merge_worktrees,
-            log_path=record.log,
-            accidental=self._accidental(record, task) if commits else (),
-        )
-        exited_at = handle.exited_at if handle and handle.exited_at else time.time()
-        self._emit(
-            "finish",
-            slot=record.slot,
-            task=record.task_id,
-            commits=len(commits),
-            exit_code=handle.returncode if handle else None,
-            timed_out=run.timed_out,
-            exited_at=exited_at,
-            secs=round(exited_at - record.started_at, 3),
-            outcome=verdict.outcome,
-            reason=verdict.reason,
-        )
-        self._apply(run, task, verdict)
-
-    def _collect(self, record: RunRecord) -> list[str]:
-        """The attempt's commits. The worktree keeps the branch checked out until the slot
-        is refilled (a checkout of the next branch lets go of it) or released when idle."""
-        worktree = Path(record.worktree)
-        if record.kind == "conflict" and gitops.finish_merge(worktree):
-            log.info("task %s: committed the merge its worker resolved", record.task_id)
+        verdict = judge_finished(self.config, self.layout, run, task, self._emit)
+        # The worktree keeps the branch checked out until the slot is refilled (a checkout
+        # of the next branch lets go of it) or released when idle.
         self._vacated.add(record.slot)
-        return gitops.commits_between(self.layout.repo, record.start_commit, record.branch)
-
-    def _accidental(self, record: RunRecord, task: Task) -> list[str]:
-        """New files whose names look like a model's sentences; logged, and they block the
-        merge (the judge makes the attempt a failed one)."""
-        found = find_accidental_files(self.layout.repo, record.start_commit, record.branch, task)
-        if found:
-            self._emit("accidental_files", task=task.id, branch=record.branch, files=found)
-        return found
+        self._apply(run, task, verdict)
 
     def _release_vacated(self) -> None:
         """Detach the worktrees of slots left idle, so their branches can be deleted."""
@@ -479,61 +409,10 @@ class Dispatcher:
         merger.submit("retry", self._generation)
 
     def _maybe_ingest(self) -> None:
-        if not self._suggestions_grew():
-            return
-        ingest = _suggestions("ingest")
-        if ingest is None:
-            return
-        try:
-            report = ingest(self.config, self.layout, self.store)
-        except DispatchError as exc:
-            log.warning("could not ingest %s: %s", self.layout.suggested_tasks, exc)
-            return
-        added = _count(getattr(report, "added", report))
+        added = self._feed.ingest_new()
         if added:
             self._generation += 1
             self._emit("ingest", file=str(self.layout.suggested_tasks), added=added)
-
-    def _suggestions_grew(self) -> bool:
-        """Whether suggested_tasks.txt may hold new lines (the suggestions module's own check
-        also sees lines waiting in its inbox; a size and time stamp otherwise)."""
-        grew = _suggestions("suggestions_grew")
-        if grew is not None:
-            changed, self._suggestions_seen = grew(self.layout, self._suggestions_seen)
-            return bool(changed)
-        try:
-            info = self.layout.suggested_tasks.stat()
-        except OSError:
-            return False
-        seen = (info.st_size, info.st_mtime_ns)
-        changed = seen != self._suggestions_seen and info.st_size > 0
-        self._suggestions_seen = seen
-        return changed
-
-    def _drop_state_files(self, record: RunRecord) -> None:
-        state = [
-            path.relative_to(self.layout.repo).as_posix()
-            for path in (self.layout.suggested_tasks, self.layout.task_queue)
-            if path.is_relative_to(self.layout.repo)
-        ]
-        try:
-            dropped = gitops.drop_state_files(Path(record.worktree), record.start_commit, state)
-        except DispatchError as exc:
-            log.warning("task %s: could not untrack state files: %s", record.task_id, exc)
-            return
-        if dropped:
-            self._emit("state_files_dropped", task=record.task_id, files=dropped)
-
-    def _harvest(self, worktree: Path, task_id: str) -> None:
-        harvest = _suggestions("harvest_worktree_suggestions")
-        if harvest is None:
-            return
-        try:
-            harvest(worktree, self.layout, task_id)
-        except DispatchError as exc:
-            log.warning(
-                "task %s: could not harvest suggestions from %s: %s", task_id, worktree, exc
-            )
 
     # ---- helpers --------------------------------------------------------------------------
     def _current(self, task_id: str) -> Task | None:
@@ -556,98 +435,24 @@ class Dispatcher:
 
     # ---- crash recovery and shutdown --------------------------------------------------------
     def _recover(self) -> None:
-        """Settle what a previous run left: kill its workers, merge their committed work,
-        put everything else back to open."""
+        """Settle what a previous run left (see recovery.py): kill its workers, merge their
+        committed work, put everything else back to open."""
         records = self.state.load()
-        self._kill_leftovers(records)
-        pending = self._pending_ids()
-        handled: set[str] = set()
+        recovery = Recovery(self.config, self.layout, self.store, self.events, self._emit)
+        recovery.kill_leftovers(records)
+        pending = recovery.pending_task_ids()
         for record in records:
-            handled.add(record.task_id)
             task = self._current(record.task_id)
             if task is None or task.status != "in_progress" or task.id in pending:
                 continue
-            self._settle(record, task)
-        for task in self.store.all():
-            if task.status == "in_progress" and task.id not in handled | pending:
-                self._put_back(task, "orphaned: in progress, but no worker was running it")
+            verdict = recovery.settle(record, task)
+            if verdict is not None:
+                self._apply(ActiveRun(record=record, task=task, exited=True), task, verdict)
+        recovery.put_back_orphans({record.task_id for record in records} | pending)
+        self._vacated |= recovery.vacated
         self._release_vacated()
-        self._cleanup_git()
+        recovery.cleanup_git(run.record.branch for run in self._merging.values())
         self.state.save(self._records())
-
-    def _kill_leftovers(self, records: list[RunRecord]) -> None:
-        grace = self.config.worker_kill_grace_secs
-        for record in records:
-            if record.pid is None or record.create_time is None:
-                continue
-            proc = find_process(ProcessKey(record.pid, record.create_time))
-            if proc is not None:
-                pids = kill_tree(proc, grace=grace, marker=record.marker)
-                self._emit(
-                    "kill",
-                    task=record.task_id,
-                    pid=record.pid,
-                    pids=pids,
-                    reason="left running by an earlier dispatcher",
-                )
-        strays = marked_processes(repo_marker(self.layout.repo))
-        if strays:
-            pids = kill_tree(None, grace=grace, known=strays)
-            self._emit("kill", pids=pids, reason="worker processes of an earlier run")
-
-    def _settle(self, record: RunRecord, task: Task) -> None:
-        if record.phase == "running" and Path(record.worktree).exists():
-            commits = self._collect(record)
-        else:  # its worktree may have been reused since: only the branch counts
-            commits = gitops.commits_between(self.layout.repo, record.start_commit, record.branch)
-        if not commits:
-            self._put_back(task, "interrupted: the dispatcher stopped while it ran")
-            return
-        run = ActiveRun(record=record, task=task, exited=True)
-        verdict = judge(
-            task,
-            commits=len(commits),
-            timed_out=False,
-            exit_code=None,
-            timeout_secs=0,
-            max_retries=self.config.max_worker_retries,
-            auto_merge=self.config.auto_merge_worktrees,
-            log_path=record.log,
-            accidental=self._accidental(record, task),
-        )
-        self._emit(
-            "recovered",
-            task=task.id,
-            branch=record.branch,
-            commits=len(commits),
-            outcome=verdict.outcome,
-        )
-        self._apply(run, task, verdict)
-
-    def _put_back(self, task: Task, reason: str) -> None:
-        self.store.update(task.id, status="open", closed_reason=reason)
-        self._emit("requeue", task=task.id, attempts=task.attempts, reason=reason)
-
-    def _pending_ids(self) -> set[str]:
-        cls = merge_queue_class()
-        if cls is None:
-            return set()
-        merge_queue = cls(self.config, self.layout, self.store, self.events)
-        return set(merge_queue.pending_task_ids())
-
-    def _cleanup_git(self) -> None:
-        keep = {
-            t.branch for t in self.store.all() if t.branch and t.status in ("open", "in_progress")
-        }
-        report = gitops.cleanup_stale(
-            self.layout.repo,
-            self.layout.worktrees,
-            self.layout.worktree_prefix,
-            keep | {r.record.branch for r in self._merging.values()},
-            self.config.branch,
-        )
-        if any(report.values()):
-            self._emit("cleanup", **report)
 
     def _shutdown(self, clean: bool) -> None:
         """Leave nothing running. Killed attempts with commits stay recorded for the next run
@@ -673,7 +478,8 @@ class Dispatcher:
         for slot, run in list(self._runs.items()):
             del self._runs[slot]
             self._emit("kill", slot=slot, task=run.task.id, pid=run.record.pid, reason="stopped")
-            commits = self._collect(run.record)
+            self._vacated.add(run.record.slot)
+            commits = collect_commits(self.layout.repo, run.record)
             task = self._current(run.task.id) or run.task
             if commits:
                 run.record.phase = "merging"  # the next run merges it (see _recover)
@@ -687,12 +493,3 @@ class Dispatcher:
                 )
                 self._emit("requeue", task=task.id, reason="stopped by the user")
         self._release_vacated()
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, int):
-        return value
-    try:
-        return len(value)
-    except TypeError:
-        return 0

@@ -1,0 +1,125 @@
+"""Crash recovery: settle what an earlier dispatcher left before this one starts any work.
+
+state.json names every attempt the earlier dispatcher watched. Its workers are killed (matched
+by pid *and* creation time, and by the environment marker every worker's descendants
+inherit), the work they committed is judged like any finished attempt, and the rest goes back
+to open: no task is lost, none runs twice at once, and no commit is thrown away. The
+dispatcher drives the steps (it owns the merges a verdict may start); this module does them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from . import gitops
+from .attempts import Emit, collect_commits, find_accidental
+from .config import Config
+from .dispatch_state import RunRecord
+from .events import EventLog
+from .layout import Layout
+from .merge_runner import merge_queue_class
+from .store import TaskStore
+from .supervisor import ProcessKey, find_process, kill_tree, marked_processes, repo_marker
+from .tasks import Task
+from .workers import Verdict, judge
+
+
+class Recovery:
+    """One recovery, at start-up, while the dispatcher lock is held."""
+
+    def __init__(
+        self, config: Config, layout: Layout, store: TaskStore, events: EventLog, emit: Emit
+    ) -> None:
+        self.config, self.layout, self.store = config, layout, store
+        self.events, self.emit = events, emit
+        # Slots whose worktree still holds a branch after its commits were collected.
+        self.vacated: set[int] = set()
+
+    def kill_leftovers(self, records: list[RunRecord]) -> None:
+        """Kill the earlier run's workers: first each recorded tree, then any process that
+        still carries this repository's worker marker (a grandchild that outlived its
+        parent, or a worker started after the last save of state.json)."""
+        grace = self.config.worker_kill_grace_secs
+        for record in records:
+            if record.pid is None or record.create_time is None:
+                continue
+            proc = find_process(ProcessKey(record.pid, record.create_time))
+            if proc is not None:
+                pids = kill_tree(proc, grace=grace, marker=record.marker)
+                self.emit(
+                    "kill",
+                    task=record.task_id,
+                    pid=record.pid,
+                    pids=pids,
+                    reason="left running by an earlier dispatcher",
+                )
+        strays = marked_processes(repo_marker(self.layout.repo))
+        if strays:
+            pids = kill_tree(None, grace=grace, known=strays)
+            self.emit("kill", pids=pids, reason="worker processes of an earlier run")
+
+    def pending_task_ids(self) -> set[str]:
+        """Tasks waiting in the merge queue: theirs are settled by the queue, not here."""
+        cls = merge_queue_class()
+        if cls is None:
+            return set()
+        merge_queue = cls(self.config, self.layout, self.store, self.events)
+        return set(merge_queue.pending_task_ids())
+
+    def settle(self, record: RunRecord, task: Task) -> Verdict | None:
+        """Judge an attempt the earlier run left by its commits; None when it had none and
+        went back to open."""
+        if record.phase == "running" and Path(record.worktree).exists():
+            self.vacated.add(record.slot)
+            commits = collect_commits(self.layout.repo, record)
+        else:  # its worktree may have been reused since: only the branch counts
+            commits = gitops.commits_between(self.layout.repo, record.start_commit, record.branch)
+        if not commits:
+            self.put_back(task, "interrupted: the dispatcher stopped while it ran")
+            return None
+        verdict = judge(
+            task,
+            commits=len(commits),
+            timed_out=False,
+            exit_code=None,
+            timeout_secs=0,
+            max_retries=self.config.max_worker_retries,
+            auto_merge=self.config.auto_merge_worktrees,
+            log_path=record.log,
+            accidental=find_accidental(self.layout.repo, record, task, self.emit),
+        )
+        self.emit(
+            "recovered",
+            task=task.id,
+            branch=record.branch,
+            commits=len(commits),
+            outcome=verdict.outcome,
+        )
+        return verdict
+
+    def put_back_orphans(self, known: set[str]) -> None:
+        """Tasks left in progress that no record (and no pending merge) accounts for."""
+        for task in self.store.all():
+            if task.status == "in_progress" and task.id not in known:
+                self.put_back(task, "orphaned: in progress, but no worker was running it")
+
+    def put_back(self, task: Task, reason: str) -> None:
+        self.store.update(task.id, status="open", closed_reason=reason)
+        self.emit("requeue", task=task.id, attempts=task.attempts, reason=reason)
+
+    def cleanup_git(self, merging: Iterable[str]) -> None:
+        """Detach slot worktrees and delete fully merged task branches, keeping the branches
+        of open and running tasks and of those being merged."""
+        keep = {
+            t.branch for t in self.store.all() if t.branch and t.status in ("open", "in_progress")
+        }
+        report = gitops.cleanup_stale(
+            self.layout.repo,
+            self.layout.worktrees,
+            self.layout.worktree_prefix,
+            keep | set(merging),
+            self.config.branch,
+        )
+        if any(report.values()):
+            self.emit("cleanup", **report)
