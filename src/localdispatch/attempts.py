@@ -23,7 +23,7 @@ from .errors import DispatchError
 from .layout import Layout
 from .supervisor import WorkerHandle
 from .tasks import Task
-from .workers import Verdict, find_accidental_files, judge
+from .workers import Verdict, accidental_files, find_accidental_files, judge
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,25 @@ def judge_finished(
 
 
 def examine(layout: Layout, record: RunRecord, task: Task, emit: Emit) -> Findings:
-    """Make the attempt's branch honest (see the module docstring) and say what it holds."""
-    drop_state_files(layout, record, emit)
+    """Make the attempt's branch honest (see the module docstring) and say what it holds.
+
+    This runs between a worker's exit and the next start in its slot, so one diff of the
+    branch answers every question about its files (``gitops.changed_files``).
+    """
+    changes = gitops.changed_files(layout.repo, record.start_commit, record.branch)
+    for path in drop_state_files(layout, record, changes, emit):
+        del changes[path]  # the drop commit made it what it was at the start again
     commits = collect_commits(layout.repo, record)
-    if commits and not gitops.has_net_change(layout.repo, record.start_commit, record.branch):
-        commits = []  # commits that change nothing (only state files, say) are no work
-    accidental = find_accidental(layout.repo, record, task, emit) if commits else []
-    return Findings(commits=commits, accidental=accidental)
+    if record.kind == "conflict":  # its worker's merge may have been committed only now
+        net_change = gitops.has_net_change(layout.repo, record.start_commit, record.branch)
+    else:
+        net_change = bool(changes)
+    if not commits or not net_change:  # commits that change nothing (state files) are no work
+        return Findings(commits=[], accidental=[])
+    found = []
+    if task.kind != "conflict":  # as in find_accidental_files: its branch has the base's too
+        found = accidental_files([p for p, status in changes.items() if status == "A"], task.files)
+    return Findings(commits=commits, accidental=report_accidental(record, task, found, emit))
 
 
 def collect_commits(repo: Path, record: RunRecord) -> list[str]:
@@ -109,24 +121,34 @@ def collect_commits(repo: Path, record: RunRecord) -> list[str]:
 
 
 def find_accidental(repo: Path, record: RunRecord, task: Task, emit: Emit) -> list[str]:
-    """New files whose names look like a model's sentences; logged, and they block the
-    merge (the judge makes the attempt a failed one)."""
+    """New files whose names look like a model's sentences (asking git which files the
+    branch added); see :func:`report_accidental`."""
     found = find_accidental_files(repo, record.start_commit, record.branch, task)
+    return report_accidental(record, task, found, emit)
+
+
+def report_accidental(record: RunRecord, task: Task, found: list[str], emit: Emit) -> list[str]:
+    """Accidental files are logged, and they block the merge (the judge makes the attempt a
+    failed one)."""
     if found:
         emit("accidental_files", task=task.id, branch=record.branch, files=found)
     return found
 
 
-def drop_state_files(layout: Layout, record: RunRecord, emit: Emit) -> list[str]:
+def drop_state_files(
+    layout: Layout, record: RunRecord, changes: dict[str, str], emit: Emit
+) -> list[str]:
     """Take the dispatcher's state files out of the attempt's branch, so the protected-path
-    gate does not refuse the task's real work for them. Returns the paths dropped."""
-    state = [
+    gate does not refuse the task's real work for them. ``changes``: what the branch changed
+    since its start (``gitops.changed_files``). Returns the paths dropped."""
+    state = (
         path.relative_to(layout.repo).as_posix()
         for path in (layout.suggested_tasks, layout.task_queue)
         if path.is_relative_to(layout.repo)
-    ]
+    )
+    changed = [path for path in state if path in changes]
     try:
-        dropped = gitops.drop_state_files(Path(record.worktree), record.start_commit, state)
+        dropped = gitops.drop_state_files(Path(record.worktree), record.start_commit, changed)
     except DispatchError as exc:
         # The branch still holds them; the merge queue's path gate refuses it, plainly.
         log.warning("task %s: could not untrack state files: %s", record.task_id, exc)

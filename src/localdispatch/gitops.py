@@ -102,17 +102,35 @@ def make_editable(worktree: Path, rel_path: str) -> None:
     run_git(["add", "--intent-to-add", "--force", "--", rel_path], worktree, check=False)
 
 
-def drop_state_files(worktree: Path, start: str, paths: list[str]) -> list[str]:
+def changed_files(repo: Path, start: str, branch: str) -> dict[str, str]:
+    """Every file ``branch`` changed since ``start``, with git's status letter (``A`` added,
+    ``M`` modified, ``D`` deleted, ``T`` type changed; a rename is a deletion and an addition).
+
+    One ``git diff --name-status`` answers what took three calls after each attempt: which
+    state files to drop, whether the commits change anything in sum, which files they added.
+    Empty if the branch does not exist.
+    """
+    result = run_git(
+        ["diff", "--name-status", "--no-renames", "-z", start, f"refs/heads/{branch}", "--"],
+        repo,
+        check=False,
+    )
+    if result.returncode != 0:
+        return {}
+    fields = result.stdout.split("\0")  # "M\0path\0A\0path\0...", ending in "\0"
+    return dict(zip(fields[1::2], fields[0::2], strict=False))
+
+
+def drop_state_files(worktree: Path, start: str, changed: list[str]) -> list[str]:
     """Take the dispatcher's state files out of the branch checked out in ``worktree``.
 
     A worker told to append ideas to suggested_tasks.txt may commit that file (Aider commits
     every file it edits). Such a branch would be refused by the protected-path gate and the
     task's real work lost, so the file is untracked in one more commit instead; its lines
-    were already harvested from the worktree. Returns the paths that were dropped.
+    were already harvested from the worktree. ``changed`` are the state files the branch
+    changed since ``start`` (see :func:`changed_files`); afterwards none of them differs
+    from ``start``. Returns the paths that were dropped.
     """
-    changed = run_git(
-        ["diff", "--name-only", "--no-renames", start, "HEAD", "--", *paths], worktree, check=False
-    ).stdout.split()
     if not changed:
         return []
     run_git(["rm", "-r", "--cached", "--quiet", "--ignore-unmatch", "--", *changed], worktree)
