@@ -24,6 +24,10 @@ os.environ.update(
     }
 )
 os.environ.pop("OLLAMA_HOST", None)
+# Subprocesses (`python -m localdispatch`, worker scripts) import this checkout's code too.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 
 def git(repo: Path, *args: str) -> str:
