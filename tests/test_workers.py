@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,29 @@ def test_worker_env_points_aider_at_the_ollama_host(repo: Path) -> None:
     llm = {"provider": "openai", "base_url": "http://127.0.0.1:8080/v1", "model": "q"}
     served, layout = _layout(repo, model="openai/q", llm=llm)
     assert worker_env(served, layout, {})["OPENAI_API_BASE"] == "http://127.0.0.1:8080/v1"
+
+
+def test_model_server_problem_names_a_dead_server_and_passes_a_live_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from localdispatch.config import load_config
+    from localdispatch.layout import layout_for
+    from localdispatch.testing import ModelServer, closed_port
+    from localdispatch.workers import model_server_problem
+
+    monkeypatch.delenv("OLLAMA_API_BASE", raising=False)
+    path = tmp_path / "dispatch_config.json"
+    dead = f"http://127.0.0.1:{closed_port()}"
+    path.write_text(json.dumps({"ollama": {"host": dead}}), encoding="utf-8")
+    config = load_config(path)
+    problem = model_server_problem(config, layout_for(config))
+    assert problem and "127.0.0.1" in problem and "ollama serve" in problem
+    with ModelServer(models=["qwen2.5-coder:7b"]) as server:
+        path.write_text(json.dumps({"ollama": {"host": server.url}}), encoding="utf-8")
+        config = load_config(path)
+        assert model_server_problem(config, layout_for(config)) is None
+    path.write_text(
+        json.dumps({"worker_backend": "command", "worker_command": ["x"]}), encoding="utf-8"
+    )
+    config = load_config(path)
+    assert model_server_problem(config, layout_for(config)) is None

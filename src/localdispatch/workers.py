@@ -17,16 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import httpx
+
 from . import gitops
 from .aider import (
     aider_argv,
     aider_env,
     chat_files,
     choose_edit_format,
+    is_ollama_model,
     make_folders_for,
     write_aiderignore,
 )
-from .config import Config
+from .config import Config, is_loopback
 from .dispatch_state import RunRecord
 from .errors import WorkerError
 from .gitcmd import identity_env
@@ -164,6 +167,36 @@ def worker_env(
             )
         )
     return env
+
+
+def model_server_problem(config: Config, layout: Layout) -> str | None:
+    """Why Aider workers cannot reach their model server, or None if it answers.
+
+    Aider itself retries an unreachable server for over a minute and then exits 0 with
+    nothing done, so every attempt would burn its time before failing; saying so once at the
+    start saves the user that wait. Only a warning: the server may come up later.
+    """
+    if config.worker_backend != "aider":
+        return None
+    env = {**worker_env(config, layout), **os.environ}
+    if is_ollama_model(config.model):
+        base, probe, variable = env.get("OLLAMA_API_BASE"), "/api/version", "OLLAMA_API_BASE"
+    elif config.model.startswith("openai/"):
+        base, probe, variable = env.get("OPENAI_API_BASE"), "/models", "OPENAI_API_BASE"
+    else:
+        return None  # a hosted model: its reachability is the provider's business
+    if not base:
+        return f"Aider's model {config.model} needs {variable} (or llm.base_url) to be set."
+    url = base.rstrip("/") + probe
+    try:
+        httpx.get(url, timeout=3.0, trust_env=not is_loopback(url))
+    except httpx.HTTPError as exc:
+        return (
+            f"no model server answers at {base} ({type(exc).__name__}), which Aider workers "
+            f"use for {config.model}; they will fail until it runs (start it with "
+            "`ollama serve`, or fix ollama.host / llm.base_url)."
+        )
+    return None
 
 
 def expand_command(

@@ -17,6 +17,7 @@ from ..dispatcher import Dispatcher, RunSummary
 from ..errors import UsageError
 from ..scheduling import Plan
 from ..store import open_store
+from ..workers import model_server_problem
 from . import common, status_view
 
 
@@ -78,6 +79,9 @@ def _handle(args: argparse.Namespace) -> int:
         else:
             common.write(format_plan(plan, basis))
         return 0
+    problem = model_server_problem(config, layout)
+    if problem:
+        common.info(f"warning: {problem}")
     live = not args.json and not args.plain and status_view.live_capable(sys.stderr)
     dispatcher = Dispatcher(
         config,
