@@ -141,12 +141,7 @@ def drop_state_files(
     """Take the dispatcher's state files out of the attempt's branch, so the protected-path
     gate does not refuse the task's real work for them. ``changes``: what the branch changed
     since its start (``gitops.changed_files``). Returns the paths dropped."""
-    state = (
-        path.relative_to(layout.repo).as_posix()
-        for path in (layout.suggested_tasks, layout.task_queue)
-        if path.is_relative_to(layout.repo)
-    )
-    changed = [path for path in state if path in changes]
+    changed = [path for path in layout.state_files() if path in changes]
     try:
         dropped = gitops.drop_state_files(Path(record.worktree), record.start_commit, changed)
     except DispatchError as exc:

@@ -145,11 +145,7 @@ def check_branch(config: Config, layout: Layout) -> Check:
 
 def check_state_ignored(layout: Layout) -> Check:
     def probe() -> Check:
-        names = [
-            p.relative_to(layout.repo).as_posix()
-            for p in (layout.task_queue, layout.suggested_tasks)
-            if p.is_relative_to(layout.repo)
-        ]
+        names = layout.state_files()
         tracked = run_git(["ls-files", "--", *names], layout.repo).stdout.split()
         if tracked:
             return Check(

@@ -56,6 +56,18 @@ class Layout:
     def slot_worktree(self, slot: int) -> Path:
         return self.worktrees / f"{self.worktree_prefix}{slot}"
 
+    def repo_relative(self, path: Path) -> str | None:
+        """``path`` as git spells it in this repository (forward slashes), or None outside."""
+        return _relative(path, self.repo)
+
+    def state_files(self) -> list[str]:
+        """The repo-relative state files a branch must never carry (store, suggestions)."""
+        return [
+            rel
+            for rel in map(self.repo_relative, (self.task_queue, self.suggested_tasks))
+            if rel is not None
+        ]
+
     def ignore_patterns(self) -> list[str]:
         """Repo-relative patterns for every state file that lives inside the repository."""
         patterns = [f"/{STATE_DIR}/"]
@@ -74,10 +86,7 @@ class Layout:
             rel = _relative(self.config_file, self.repo)
             if rel is not None:
                 protected.append(rel)
-        for path in (self.task_queue, self.suggested_tasks):
-            rel = _relative(path, self.repo)
-            if rel is not None:
-                protected.append(rel)
+        protected.extend(self.state_files())
         return sorted(set(protected))
 
 

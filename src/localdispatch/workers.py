@@ -228,13 +228,6 @@ def expand_command(
     return argv
 
 
-def _repo_relative(path: Path, repo: Path) -> str | None:
-    try:
-        return path.resolve().relative_to(repo.resolve()).as_posix()
-    except ValueError:
-        return None
-
-
 def launch_attempt(
     config: Config,
     layout: Layout,
@@ -256,7 +249,7 @@ def launch_attempt(
     else:
         start_commit = gitops.prepare_task_worktree(repo, worktree, base, branch)
     files = attempt_files(layout, task, attempt)
-    suggestions = _repo_relative(layout.suggested_tasks, repo)
+    suggestions = layout.repo_relative(layout.suggested_tasks)
     if suggestions is not None:
         gitops.make_editable(worktree, suggestions)
     # The one protected file a worker is asked to write: neither the rules nor Aider's
