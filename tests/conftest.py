@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +126,33 @@ def aider_exe() -> Path:
             "LOCALDISPATCH_AIDER to an aider executable"
         )
     return found
+
+
+# ---- the user's view of a repository, through the real CLI and the files it keeps ----------
+
+
+def commit_config(repo: Path, config: dict[str, Any]) -> None:
+    """Write dispatch_config.json and commit it, as a user sets a repository up."""
+    (repo / "dispatch_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    git(repo, "add", "dispatch_config.json")
+    git(repo, "commit", "-q", "-m", "config")
+
+
+def add_task(repo: Path, title: str, *args: str) -> str:
+    """`localdispatch tasks add` for real; returns the new id."""
+    result = localdispatch("tasks", "add", title, "--json", *args, cwd=repo)
+    assert result.returncode == 0, result.stderr
+    return str(json.loads(result.stdout)["id"])
+
+
+def task_board(repo: Path) -> dict[str, dict[str, Any]]:
+    """Every task by id, as `localdispatch tasks list --all --json` prints them."""
+    result = localdispatch("tasks", "list", "--all", "--json", cwd=repo)
+    return {t["id"]: t for t in json.loads(result.stdout)}
+
+
+def event_log(repo: Path, name: str | None = None) -> list[dict[str, Any]]:
+    """The events in .dispatch/events.jsonl (only those named ``name`` if given)."""
+    path = repo / ".dispatch" / "events.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return [e for e in map(json.loads, lines) if name is None or e["event"] == name]

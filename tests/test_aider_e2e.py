@@ -12,7 +12,6 @@ scenario is one dispatcher run with the workers in parallel.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import threading
@@ -23,7 +22,15 @@ from typing import Any
 
 import pytest
 
-from conftest import git, localdispatch, make_repo, run_script
+from conftest import (
+    add_task,
+    commit_config,
+    event_log,
+    git,
+    make_repo,
+    run_script,
+    task_board,
+)
 from localdispatch.supervisor import marked_processes, repo_marker
 from localdispatch.testing import ModelServer, closed_port, plan_reply
 
@@ -92,26 +99,10 @@ def configure(repo: Path, aider: Path, model: str, **settings: Any) -> None:
         "max_worker_retries": 1,
         **settings,
     }
-    (repo / "dispatch_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
-    git(repo, "add", "dispatch_config.json")
-    git(repo, "commit", "-q", "-m", "config")
+    commit_config(repo, config)
 
 
-def add(repo: Path, title: str, *args: str) -> str:
-    result = localdispatch("tasks", "add", title, "--json", *args, cwd=repo)
-    assert result.returncode == 0, result.stderr
-    return str(json.loads(result.stdout)["id"])
-
-
-def tasks(repo: Path) -> dict[str, dict[str, Any]]:
-    result = localdispatch("tasks", "list", "--all", "--json", cwd=repo)
-    return {t["id"]: t for t in json.loads(result.stdout)}
-
-
-def events(repo: Path, name: str) -> list[dict[str, Any]]:
-    path = repo / ".dispatch" / "events.jsonl"
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    return [e for e in map(json.loads, lines) if e["event"] == name]
+add, tasks, events = add_task, task_board, event_log  # short names for the scenarios below
 
 
 def dispatch(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,15 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import ROOT, git, localdispatch, run_script
+from conftest import (
+    ROOT,
+    add_task,
+    commit_config,
+    event_log,
+    git,
+    run_script,
+    task_board,
+)
 from localdispatch.supervisor import marked_processes, repo_marker
 
 pytestmark = pytest.mark.slow
@@ -41,20 +49,10 @@ def configure(repo: Path, script: str = "commit_worker.py", **settings: Any) -> 
         "max_worker_retries": 1,
         **settings,
     }
-    (repo / "dispatch_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
-    git(repo, "add", "dispatch_config.json")
-    git(repo, "commit", "-q", "-m", "config")
+    commit_config(repo, config)
 
 
-def add(repo: Path, title: str, *args: str) -> str:
-    result = localdispatch("tasks", "add", title, "--json", *args, cwd=repo)
-    assert result.returncode == 0, result.stderr
-    return str(json.loads(result.stdout)["id"])
-
-
-def tasks(repo: Path) -> dict[str, dict[str, Any]]:
-    result = localdispatch("tasks", "list", "--all", "--json", cwd=repo)
-    return {t["id"]: t for t in json.loads(result.stdout)}
+add, tasks, events = add_task, task_board, event_log  # short names for the scenarios below
 
 
 def dispatch(repo: Path, stamps: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,12 +64,6 @@ def stamps_of(stamps: Path, task_id: str) -> list[dict[str, Any]]:
     path = stamps / f"{task_id}.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     return [json.loads(line) for line in lines]
-
-
-def events(repo: Path, name: str | None = None) -> list[dict[str, Any]]:
-    path = repo / ".dispatch" / "events.jsonl"
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    return [e for e in map(json.loads, lines) if name is None or e["event"] == name]
 
 
 def test_workers_run_in_parallel_and_their_work_is_merged(repo: Path, tmp_path: Path) -> None:
