@@ -24,7 +24,29 @@ _QUIET_ENV = {
     "GIT_PAGER": "cat" if os.name != "nt" else "more",
     "GIT_MERGE_AUTOEDIT": "no",
     "LC_ALL": "C",
+    # A replace ref (refs/replace/<sha>) makes one commit read as another: a worker could use
+    # one to make its tree look different to the gates than what lands.
+    "GIT_NO_REPLACE_OBJECTS": "1",
 }
+
+
+# Settings for every git command the dispatcher runs, whatever the repository's config says.
+# Workers write into their own trees' .git (hooks, config, replace refs), and commands the
+# dispatcher runs there or in the user's repository must never run a program a worker chose:
+# no hooks (the reference-transaction hook fires even for update-ref), no fsmonitor, no
+# submodule recursion into URLs a worker wrote, and no background gc left running after us.
+SAFE_CONFIG: tuple[str, ...] = (
+    "-c",
+    f"core.hooksPath={os.devnull}",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "submodule.recurse=false",
+    "-c",
+    "gc.auto=0",
+    "-c",
+    "maintenance.auto=false",
+)
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -44,7 +66,7 @@ def run_git(
     timeout: float | None = 120,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``git ARGS`` in ``cwd``; raise GitError with git's own message unless check=False."""
-    argv = ["git", *args]
+    argv = ["git", *SAFE_CONFIG, *args]
     log.debug("git %s (in %s)", " ".join(args), cwd)
     try:
         result = subprocess.run(
