@@ -110,7 +110,7 @@ def test_schema_forbids_unknown_keys_and_lists_every_key() -> None:
         ('{"num_workers": true}', ["'num_workers'", "true", "an integer"]),
         ('{"merge_slot": "yes"}', ["'merge_slot'", "true or false"]),
         ('{"on_conflict": "rebase"}', ["'on_conflict'", "'assign_back'", "'auto_rebase'"]),
-        ('{"num_workers": 0}', ["'num_workers'", "greater than or equal to 1"]),
+        ('{"num_workers": 0}', ["'num_workers'", "an integer from 1 to 64"]),
         ('{"worker_backend": "command"}', ["worker_command"]),
         ('{"split": {"min_subtasks": 9, "max_subtasks": 4}}', ["min_subtasks (9)"]),
         ('{"num_workers": 2,}', ["line 1, column 19", "trailing comma"]),
@@ -125,6 +125,92 @@ def test_errors_name_the_problem(text: str, fragments: list[str]) -> None:
     assert message.startswith("dispatch_config.json")
     for fragment in fragments:
         assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        (
+            '{"worker_kill_grace_secs": Infinity}',
+            ["'worker_kill_grace_secs'", "Infinity", "a finite number from 0 to 3600 seconds"],
+        ),
+        ('{"worker_timeout_secs": NaN}', ["'worker_timeout_secs'", "NaN", "from 0 to 604800"]),
+        ('{"worker_timeout_secs": 1e300}', ["'worker_timeout_secs'", "1e+300", "(a week)"]),
+        ('{"test_timeout_secs": -Infinity}', ["'test_timeout_secs'", "above 0 and at most"]),
+        (
+            '{"max_worker_retries": 1000000000000000000000}',
+            ["'max_worker_retries'", "an integer from 0 to 100"],
+        ),
+        ('{"max_merge_attempts": 101}', ["'max_merge_attempts'", "from 1 to 100"]),
+        ('{"poll_interval_secs": Infinity}', ["'poll_interval_secs'", "at most 60 seconds"]),
+        ('{"ollama": {"timeout_secs": 1e9}}', ["'ollama.timeout_secs'", "at most 604800"]),
+        (
+            '{"worker_command": ["my-agent", "{task_file}"]}',
+            ['worker_backend is "aider"', 'did you mean "worker_backend": "command"?'],
+        ),
+        (
+            '{"worker_backend": "command", "worker_command": ["my-agent", "--in={taskfile}"]}',
+            [
+                'worker_command[1] "--in={taskfile}"',
+                "did you mean {task_file}?",
+                "{task_file}, {model}, {worktree}, {task_id}, {files}, {branch}, {base}",
+            ],
+        ),
+        (
+            '{"worker_backend": "command", "worker_command": ["x", "{bogus}"]}',
+            ["{bogus}", "not a placeholder; the valid ones are {task_file}"],
+        ),
+        ('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}", ["nested too deeply"]),
+        ('{"num_workers": 1' + "0" * 5000 + "}", ["a number too long to read"]),
+    ],
+)
+def test_absurd_values_are_refused_naming_key_value_and_range(
+    text: str, fragments: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="dispatch_config.json")
+    message = str(caught.value)
+    assert message.startswith("dispatch_config.json: ")
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_braces_that_are_not_a_placeholder_stay_allowed() -> None:
+    argv = ["agent", '{"mode": "auto", "files": []}', "{}", "{files}", "--id={task_id}"]
+    config = parse_config(json.dumps({"worker_backend": "command", "worker_command": argv}))
+    assert config.worker_command == argv
+
+
+def test_workers_fill_in_the_placeholders_the_config_accepts() -> None:
+    from localdispatch import config, workers
+
+    assert workers.PLACEHOLDERS is config.PLACEHOLDERS
+    for name in config.PLACEHOLDERS:
+        assert "{" + name + "}" in (Config.model_fields["worker_command"].description or "")
+
+
+def test_sanity_gate_is_on_by_default_and_in_the_schema() -> None:
+    assert parse_config("{}").sanity_gate is True
+    assert parse_config('{"sanity_gate": false}').sanity_gate is False
+    schema = json.loads(schema_text())
+    assert schema["properties"]["sanity_gate"]["default"] is True
+    with pytest.raises(ConfigError, match="true or false"):
+        parse_config('{"sanity_gate": "no"}')
+
+
+def test_repo_root_that_names_no_folder_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "dispatch_config.json"
+    config.write_text('{"repo_root": "x"}', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    message = str(caught.value)
+    assert f"repo_root 'x' resolves to {(tmp_path / 'x').resolve()}, which does not exist" in (
+        message
+    )
+    assert caught.value.key == "repo_root" and '"repo_root"' in (caught.value.hint or "")
+    (tmp_path / "x").write_text("a file", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        load_config(config)
 
 
 def test_unknown_key_error_gives_its_line() -> None:
@@ -226,6 +312,37 @@ def test_bad_config_exits_2_without_traceback(repo: Path, text: str, needle: str
         assert needle in result.stderr
         assert "Traceback" not in result.stderr
         assert str(repo / "dispatch_config.json") in result.stderr
+    assert not (repo / "task_queue.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "needles"),
+    [
+        (
+            '{\n  "worker_kill_grace_secs": Infinity\n}',
+            ["'worker_kill_grace_secs' (line 2)", "Infinity", "from 0 to 3600 seconds"],
+        ),
+        ('{"repo_root": "missing"}', ["repo_root 'missing' resolves to", "does not exist"]),
+        ('{"worker_command": ["agent"]}', ['did you mean "worker_backend": "command"?']),
+        (
+            '{"worker_backend": "command", "worker_command": ["agent", "{taskfile}"]}',
+            ["{taskfile}", "did you mean {task_file}?", "{branch}, {base}"],
+        ),
+    ],
+)
+def test_config_check_refuses_what_would_break_dispatch(
+    repo: Path, config: str, needles: list[str]
+) -> None:
+    path = repo / "dispatch_config.json"
+    path.write_text(config, encoding="utf-8")
+    before = path.read_bytes()
+    for args in (["config", "check"], ["config", "check", "--json"], ["tasks", "list"]):
+        result = localdispatch(*args, cwd=repo)
+        assert result.returncode == 2, (args, result.stderr)
+        assert str(path) in result.stderr and "Traceback" not in result.stderr
+        for needle in needles:
+            assert needle in result.stderr, result.stderr
+    assert path.read_bytes() == before
     assert not (repo / "task_queue.json").exists()
 
 

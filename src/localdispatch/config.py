@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import math
 import os
 import re
 import shlex
@@ -20,12 +21,21 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, GitError
+from .gitcmd import run_git
 
 CONFIG_FILENAME = "dispatch_config.json"
 SCHEMA_FILENAME = "dispatch_config.schema.json"
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 LAUNCHERS = ("split_task.py", "dispatch_workers.py", "ingest_suggested_tasks.py")
+# What `worker_command` may hold in braces; workers.py fills them in for each attempt.
+PLACEHOLDERS = ("task_file", "model", "worktree", "task_id", "files", "branch", "base")
+# Text in braces that looks like a placeholder; other braces (JSON in an argument) are kept.
+_PLACEHOLDER_LIKE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
+# Upper bounds: beyond them a value is a typo, and an infinite or huge one crashes a timer.
+WEEK_SECS = 7 * 24 * 3600
+HOUR_SECS = 3600
+MAX_RETRIES = 100
 
 
 def default_ollama_host() -> str:
@@ -59,7 +69,10 @@ def is_loopback(url: str) -> bool:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+    # allow_inf_nan=False: Python's json reads NaN and Infinity, and neither is a usable setting.
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_default=True, allow_inf_nan=False
+    )
 
 
 class OllamaConfig(_Section):
@@ -69,7 +82,9 @@ class OllamaConfig(_Section):
         "http://127.0.0.1:11434.",
     )
     model: str = Field("qwen2.5-coder:7b", description="Model the splitter asks.")
-    timeout_secs: float = Field(120, gt=0, description="Timeout of one request to the model.")
+    timeout_secs: float = Field(
+        120, gt=0, le=WEEK_SECS, description="Timeout of one request to the model."
+    )
 
     @field_validator("host")
     @classmethod
@@ -105,11 +120,12 @@ class LLMConfig(_Section):
         "the key itself); unset means no key is sent.",
     )
     timeout_secs: float = Field(
-        120, gt=0, description='For "openai": timeout of one request to the model.'
+        120, gt=0, le=WEEK_SECS, description='For "openai": timeout of one request to the model.'
     )
     max_tokens: int | None = Field(
         None,
         ge=64,
+        le=1_000_000,
         description='For "openai": most tokens one answer may have; a small model that rambles '
         "is cut off there and asked again. null: the server's own limit.",
     )
@@ -192,6 +208,7 @@ class Config(_Section):
         extra="forbid",
         strict=True,
         validate_default=True,
+        allow_inf_nan=False,
         populate_by_name=True,
         title="localdispatch configuration (dispatch_config.json)",
     )
@@ -222,14 +239,21 @@ class Config(_Section):
     )
     worker_command: list[str] | None = Field(
         None,
-        description='Worker argv for worker_backend "command"; placeholders {task_file}, '
-        "{model}, {worktree}, {task_id}, {files}. Never run through a shell.",
+        description='Worker argv for worker_backend "command"; placeholders '
+        + ", ".join("{" + name + "}" for name in PLACEHOLDERS)
+        + ". Never run through a shell.",
     )
     worker_timeout_secs: float = Field(
-        1800, ge=0, description="Wall-clock limit per worker attempt; 0 means none."
+        1800,
+        ge=0,
+        le=WEEK_SECS,
+        description="Wall-clock limit per worker attempt; 0 means none.",
     )
     max_worker_retries: int = Field(
-        2, ge=0, description="Attempts after the first before a task is marked failed."
+        2,
+        ge=0,
+        le=MAX_RETRIES,
+        description="Attempts after the first before a task is marked failed.",
     )
     auto_merge_worktrees: bool = Field(True, description="Merge finished work into `branch`.")
     merge_slot: bool = Field(True, description="Serialize merges with a file lock.")
@@ -240,11 +264,19 @@ class Config(_Section):
     on_conflict: Literal["assign_back", "auto_rebase"] = Field(
         "assign_back", description='"assign_back", or "auto_rebase" to try a rebase first.'
     )
+    sanity_gate: bool = Field(
+        True,
+        description="Refuse a branch whose changed files hold conflict markers, Python that "
+        "does not compile, or JSON/TOML that does not parse.",
+    )
     test_command: list[str] | str | None = Field(
         None, description="Run in the merged result before `branch` moves; failure blocks it."
     )
     test_timeout_secs: float = Field(
-        600, gt=0, description="Limit for one run of test_command; a timeout blocks the merge."
+        600,
+        gt=0,
+        le=WEEK_SECS,
+        description="Limit for one run of test_command; a timeout blocks the merge.",
     )
     protected_paths: list[str] | None = Field(
         None,
@@ -255,11 +287,15 @@ class Config(_Section):
     max_merge_attempts: int = Field(
         3,
         ge=1,
+        le=MAX_RETRIES,
         description="Merges of one branch (after conflicts or a failed test gate) before its "
         "task is marked failed.",
     )
     worker_kill_grace_secs: float = Field(
-        5, ge=0, description="After a timeout, how long a worker may exit cleanly before kill."
+        5,
+        ge=0,
+        le=HOUR_SECS,
+        description="After a timeout, how long a worker may exit cleanly before kill.",
     )
     delete_merged_branches: bool = Field(True, description="Delete a task branch once merged.")
     poll_interval_secs: float = Field(0.5, gt=0, le=60, description="Supervisor tick.")
@@ -287,10 +323,25 @@ class Config(_Section):
     _source: Path | None = None
     _base_dir: Path = Path()
 
+    @field_validator("worker_command")
+    @classmethod
+    def _known_placeholders(cls, value: list[str] | None) -> list[str] | None:
+        for number, element in enumerate(value or []):
+            for name in _PLACEHOLDER_LIKE.findall(element):
+                if name not in PLACEHOLDERS:
+                    raise ValueError(unknown_placeholder(name, number, element))
+        return value
+
     @model_validator(mode="after")
     def _command_backend_needs_argv(self) -> Config:
         if self.worker_backend == "command" and not self.worker_command:
             raise ValueError('worker_backend "command" needs worker_command (an argv list)')
+        if self.worker_backend != "command" and self.worker_command is not None:
+            raise ValueError(
+                f'worker_command is set but worker_backend is "{self.worker_backend}", so it '
+                "would never run (remove it to run Aider); did you mean "
+                '"worker_backend": "command"?'
+            )
         return self
 
     # -- derived values -------------------------------------------------------------------
@@ -318,6 +369,17 @@ class Config(_Section):
         return split_command_string(self.test_command)
 
 
+def unknown_placeholder(name: str, number: int, element: str) -> str:
+    """Words for a ``{name}`` in worker_command that no attempt would fill in."""
+    valid = ", ".join("{" + known + "}" for known in PLACEHOLDERS)
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), PLACEHOLDERS, n=1)
+    guess = f" (did you mean {{{close[0]}}}?)" if close else ""
+    return (
+        f"worker_command[{number}] {json.dumps(element)} holds {{{name}}}, which is not a "
+        f"placeholder{guess}; the valid ones are {valid}"
+    )
+
+
 def split_command_string(text: str) -> list[str]:
     """Split a command string into argv without ever handing it to a shell."""
     if os.name == "nt":
@@ -326,28 +388,47 @@ def split_command_string(text: str) -> list[str]:
     return shlex.split(text)
 
 
-def find_config(start: Path) -> Path | None:
-    """dispatch_config.json in ``start`` or the nearest folder above it, as git finds .git."""
+def repository_top(folder: Path) -> Path | None:
+    """The top level of the git repository that holds ``folder`` (as ``git rev-parse
+    --show-toplevel`` says), or None outside any repository or without git."""
+    try:
+        result = run_git(["rev-parse", "--show-toplevel"], folder, check=False, timeout=30)
+    except (GitError, OSError):
+        return None
+    top = result.stdout.strip()
+    return Path(top).resolve() if result.returncode == 0 and top else None
+
+
+def find_config(start: Path, stop: Path | None = None) -> Path | None:
+    """dispatch_config.json in ``start`` or the nearest folder above it, up to ``stop``.
+
+    ``stop`` is the repository's top level: a config above it belongs to something else.
+    """
     start = start.resolve()
     for folder in (start, *start.parents):
         candidate = folder / CONFIG_FILENAME
         if candidate.is_file():
             return candidate
+        if stop is not None and folder == stop:
+            break
     return None
 
 
 def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:
     """Load ``path``, or the nearest dispatch_config.json, or the defaults if there is none.
 
-    An explicit ``path`` that does not exist is an error; a missing file found by search
-    means "use the defaults with the current folder as the repository".
+    Inside a git repository the search goes up to its top level, and without a config that
+    top level is the repository, so every command works alike from any folder in it. Outside
+    any repository the current folder is the repository. An explicit ``path`` that does not
+    exist is an error, and so is a ``repo_root`` that names no folder.
     """
-    cwd = cwd or Path.cwd()
+    cwd = (cwd or Path.cwd()).resolve()
     if path is None:
-        path = find_config(cwd)
+        top = repository_top(cwd)
+        path = find_config(cwd, stop=top)
         if path is None:
             config = Config()
-            config._base_dir = cwd.resolve()
+            config._base_dir = top or cwd
             return config
     path = Path(path)
     if not path.is_file():
@@ -363,7 +444,22 @@ def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:
     config = parse_config(text, source=path)
     config._source = path.resolve()
     config._base_dir = path.resolve().parent
+    _check_repo_root(config, path)
     return config
+
+
+def _check_repo_root(config: Config, source: Path) -> None:
+    repo = config.repo_path
+    if repo.is_dir():
+        return
+    what = "is a file, not a folder" if repo.exists() else "does not exist"
+    raise ConfigError(
+        f"{source}: repo_root {config.repo_root!r} resolves to {repo}, which {what};",
+        hint='set "repo_root" to the repository\'s folder, relative to the folder this file '
+        'is in ("." is that folder itself).',
+        path=source,
+        key="repo_root",
+    )
 
 
 def parse_config(text: str, *, source: Path | str = CONFIG_FILENAME) -> Config:
@@ -375,6 +471,17 @@ def parse_config(text: str, *, source: Path | str = CONFIG_FILENAME) -> Config:
             f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
             f"{_json_problem(exc)}.",
             hint="Fix the syntax there (a missing comma or quote, or a trailing comma).",
+            path=source,
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        # An integer of thousands of digits, or brackets nested thousands deep.
+        if isinstance(exc, RecursionError):
+            what = "is nested too deeply"
+        else:
+            what = "holds a number too long to read"
+        raise ConfigError(
+            f"{source}: the JSON {what}.",
+            hint="A config is a flat object of settings; fix the file by hand.",
             path=source,
         ) from exc
     if not isinstance(data, dict):
@@ -427,8 +534,49 @@ def _describe(err: Any, data: dict[str, Any], text: str) -> str:
         reason = str(err["msg"]).removeprefix("Value error, ")
         return f"{key}: {reason}" if key and key not in reason else reason
     value = err.get("input")
-    expected = _expected(err)
+    in_range = err["type"] in _OUT_OF_RANGE
+    expected = _allowed_range(loc, value) if in_range else _expected(err)
     return f"key '{key}'{where} has value {json.dumps(value, default=str)}; expected {expected}"
+
+
+_OUT_OF_RANGE = frozenset(
+    {"finite_number", "greater_than_equal", "greater_than", "less_than_equal", "less_than"}
+)
+_SPANS: dict[float, str] = {WEEK_SECS: "a week", 24 * 3600: "a day", HOUR_SECS: "an hour"}
+
+
+def _allowed_range(loc: list[str], value: Any) -> str:
+    """The key's bounds in words, e.g. "a number from 0 to 3600 seconds (an hour)"."""
+    field = _section_model(loc[:-1]).model_fields.get(loc[-1]) if loc else None
+    low: tuple[float, bool] | None = None  # (bound, exclusive)
+    high: tuple[float, bool] | None = None
+    for rule in field.metadata if field else ():
+        for attr, exclusive in (("ge", False), ("gt", True)):
+            if getattr(rule, attr, None) is not None:
+                low = (getattr(rule, attr), exclusive)
+        for attr, exclusive in (("le", False), ("lt", True)):
+            if getattr(rule, attr, None) is not None:
+                high = (getattr(rule, attr), exclusive)
+    integer = field is not None and field.annotation in (int, int | None)
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, float) and not math.isfinite(value):
+        kind = "a finite number"
+    text = kind
+    if low is not None:
+        text += f" above {_number(low[0])}" if low[1] else f" from {_number(low[0])}"
+    if high is not None:
+        joint = " and" if low is not None and low[1] else ""
+        limit = "below" if high[1] else ("to" if low is not None and not low[1] else "at most")
+        text += f"{joint} {limit} {_number(high[0])}"
+        if loc[-1].endswith("_secs"):
+            text += " seconds"
+        if high[0] in _SPANS:
+            text += f" ({_SPANS[high[0]]})"
+    return text
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _expected(err: Any) -> str:

@@ -29,15 +29,13 @@ from .aider import (
     make_folders_for,
     write_aiderignore,
 )
-from .config import Config, is_loopback
+from .config import PLACEHOLDERS, Config, is_loopback
 from .dispatch_state import RunRecord
 from .errors import WorkerError
 from .gitcmd import identity_env
 from .layout import Layout, protected_patterns
 from .supervisor import WorkerHandle, start_worker, worker_marker
 from .tasks import Task
-
-PLACEHOLDERS = ("task_file", "model", "worktree", "task_id", "files", "branch", "base")
 
 
 @dataclass(frozen=True)
