@@ -402,3 +402,82 @@ def test_user_protected_paths_add_to_the_defaults(tmp_path: Path) -> None:
         ".dispatch/**",
     ):
         assert always in patterns
+
+
+# ---- config check looks at the repository as dispatch will ----------------------------------
+
+COMMAND_WORKER = {"worker_backend": "command", "worker_command": [sys.executable, "-c", "pass"]}
+
+
+def _error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("setup", "needles"),
+    [
+        ("plain folder", ["is not a git repository", "git init"]),
+        ("no commit", ["has no commit yet", "Make a first commit"]),
+        ("no base branch", ["base branch 'trunk' does not exist", 'set "branch"']),
+    ],
+)
+def test_config_check_names_what_dispatch_would_refuse(
+    tmp_path: Path, setup: str, needles: list[str]
+) -> None:
+    from conftest import git, make_repo
+
+    folder = tmp_path / "project"
+    settings: dict[str, object] = dict(COMMAND_WORKER)
+    if setup == "plain folder":
+        folder.mkdir()
+    elif setup == "no commit":
+        folder.mkdir()
+        git(folder, "init", "-q", "-b", "main")
+    else:
+        make_repo(folder)
+        settings["branch"] = "trunk"
+    (folder / "dispatch_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    checked = localdispatch("config", "check", cwd=folder)
+    assert checked.returncode == 1, checked.stderr
+    assert "Traceback" not in checked.stderr
+    line = _error_line(checked.stderr)
+    for needle in needles:
+        assert needle in line
+    assert "repository is not ready" in checked.stdout
+    as_json = localdispatch("config", "check", "--json", cwd=folder)
+    assert as_json.returncode == 1
+    report = json.loads(as_json.stdout)
+    assert report["valid"] is True and report["repository"]["ready"] is False
+    assert report["repository"]["problem"] == line.removeprefix("error: ")
+    # The same words as dispatch itself.
+    dispatched = run_script("dispatch_workers.py", "--until-idle", cwd=folder)
+    assert dispatched.returncode == 1
+    assert line in dispatched.stderr.splitlines()
+
+
+def test_config_check_passes_a_ready_repository_and_names_the_base_tip(repo: Path) -> None:
+    from conftest import git
+
+    result = localdispatch("config", "check", cwd=repo)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("OK: ")
+    assert git(repo, "rev-parse", "main") in result.stdout
+    report = json.loads(localdispatch("config", "check", "--json", cwd=repo).stdout)
+    assert report["repository"] == {
+        "ready": True,
+        "base_tip": git(repo, "rev-parse", "main"),
+        "problem": None,
+    }
+
+
+def test_config_check_refuses_a_repo_root_below_the_top_level(repo: Path) -> None:
+    sub = repo / "app"
+    sub.mkdir()
+    (sub / "dispatch_config.json").write_text("{}", encoding="utf-8")
+    result = localdispatch("config", "check", cwd=sub)
+    assert result.returncode == 2, result.stderr
+    line = _error_line(result.stderr)
+    assert f"resolves to {sub.resolve()}, which is a folder inside the git repository" in line
+    assert "set \"repo_root\" to '..'" in line
