@@ -170,3 +170,20 @@ class StoreContract:
         with pytest.raises(CycleError):
             store.update(a.id, depends_on=[b.id])
         assert store.get(a.id).depends_on == []
+
+    def test_a_conflict_task_always_has_its_branch(self, store: TaskStore) -> None:
+        """The store never writes a task that reading it back would refuse."""
+        with pytest.raises(StoreError, match="conflict task without the branch"):
+            store.add(TaskDraft(title="Resolve by hand", kind="conflict"))
+        assert store.all() == []
+        conflict = store.add(
+            TaskDraft(title="Resolve", kind="conflict", extra={"branch": "ld/t-1-x"})
+        )
+        assert conflict.branch == "ld/t-1-x"
+        with pytest.raises(StoreError, match="needs its branch"):
+            store.update(conflict.id, branch=None)
+        plain = store.add(TaskDraft(title="Plain"))
+        with pytest.raises(StoreError, match="needs its branch"):
+            store.update(plain.id, kind="conflict")
+        assert store.get(conflict.id).branch == "ld/t-1-x"
+        assert store.get(plain.id).kind == "task"

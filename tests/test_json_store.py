@@ -12,6 +12,7 @@ import pytest
 from conftest import localdispatch
 from localdispatch.errors import StoreError
 from localdispatch.store import JsonStore, TaskDraft
+from localdispatch.store.validation import validate_document
 from store_contract import StoreContract
 
 
@@ -84,6 +85,9 @@ def test_next_id_never_reuses_an_id(tmp_path: Path) -> None:
         b'{"version": 1, "tasks": "nope"}',
         b'"just a string"',
         b'{"version": 1, "tasks": [{"id": "t-1", "title": "x", "status": "weird"}]}',
+        b'{"version": 1, "tasks": [{"id": "t-1", "title": "a"}, {"id": "t-1", "title": "b"}]}',
+        b'{"version": 1, "tasks": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"version": 1, "next_id": 1' + b"0" * 5000 + b', "tasks": []}',
     ],
 )
 def test_corrupt_store_is_an_error_and_never_overwritten(tmp_path: Path, content: bytes) -> None:
@@ -157,6 +161,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from localdispatch.store import JsonStore, TaskDraft
+from localdispatch.store.validation import validate_document
 
 store = JsonStore(Path(sys.argv[1]))
 for i in range(25):
@@ -197,3 +202,143 @@ def test_concurrent_cli_closes_and_adds(repo: Path) -> None:
     tasks = JsonStore(repo / "task_queue.json").all()
     assert len(tasks) == 10
     assert sum(t.status == "done" for t in tasks) == 6
+
+
+# ---- bad input: one message naming the file, the task and the fix; the file untouched ------
+
+
+def _doc(*tasks: object, version: int | None = 1) -> object:
+    data: dict[str, object] = {"next_id": 9, "tasks": list(tasks)}
+    if version is not None:
+        data["version"] = version
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "where", "what", "fix"),
+    [
+        (
+            _doc({"id": "t-1", "title": "A"}, {"id": "t-2", "title": "B"}, {"id": "t-1"}),
+            "task #3 (id 't-1')",
+            "has the same id as task #1",
+            "Ids must be unique",
+        ),
+        (_doc({"id": 7, "title": "A"}), "task #1", "its id is the number 7", "short id"),
+        (_doc({"id": None, "title": "A"}), "task #1", "its id is null, not a string", "id"),
+        (_doc({"id": "", "title": "A"}), "task #1", "its id is empty", "short id"),
+        (_doc({"id": "   ", "title": "A"}), "task #1", "its id is empty", "short id"),
+        (_doc({"id": "t 1", "title": "A"}), "task #1", "holds whitespace (U+0020 SPACE)", "id"),
+        (_doc({"id": "t-1\n", "title": "A"}), "task #1", "holds whitespace", "id"),
+        (_doc({"id": "t-\u0007", "title": "A"}), "task #1", "holds a control character", "id"),
+        (_doc({"id": "t-\u202e1", "title": "A"}), "task #1", "holds a control character", "id"),
+        (_doc({"id": "t-" + "9" * 300}), "task #1", "is 302 characters long (at most 100)", "id"),
+        (_doc({"id": "t-1"}, "do the thing"), "task #2", "is a string, not an object", "fix or"),
+        (_doc({"id": "t-1"}, [1, 2]), "task #2", "is a list, not an object", "remove"),
+        (_doc({"title": "Nameless"}), "task #1", "(title 'Nameless') has no \"id\"", "Give it"),
+        (
+            _doc({"id": "t-4", "title": "Resolve", "kind": "conflict"}),
+            "task #1 (id 't-4')",
+            'is a conflict task without a "branch"',
+            '"kind": "task"',
+        ),
+        (
+            _doc({"id": "t-4", "kind": "conflict", "branch": " "}),
+            "task #1 (id 't-4')",
+            'without a "branch"',
+            "git branch",
+        ),
+        (
+            _doc({"id": "t-1", "depends_on": {"t-0": True}}),
+            "task #1 (id 't-1')",
+            '"depends_on": {"t-0": true}, which is not a list of ids',
+            '"depends_on": ["t-1", "t-2"]',
+        ),
+        (
+            _doc({"id": "t-1", "depends_on": ["t-0", 3]}),
+            "task #1 (id 't-1')",
+            '"depends_on" holding 3, which is not an id',
+            "as strings",
+        ),
+        (
+            _doc({"id": "t-1", "parent": ["t-0"]}),
+            "task #1 (id 't-1')",
+            '"parent": ["t-0"], which is not an id',
+            "or null",
+        ),
+        (
+            _doc({"id": "t-1", "discovered_from": 4}),
+            "task #1 (id 't-1')",
+            '"discovered_from": 4',
+            "or null",
+        ),
+        (
+            _doc({"id": "t-1", "notes": json.loads("[" * 60 + "]" * 60)}),
+            "task #1 (id 't-1')",
+            "nested more than 50 levels deep",
+            "remove the nested",
+        ),
+        ({"version": 1, "tasks": {"t-1": {}}}, "the file", '"tasks": an object, not a list', "[]"),
+        ("tasks", "the file", "holds a string, not an object", '"version": 1'),
+    ],
+)
+def test_validate_document_names_the_task_and_the_fix(
+    data: object, where: str, what: str, fix: str
+) -> None:
+    problems = validate_document(data)
+    assert problems, "expected a problem"
+    first = problems[0]
+    assert first.where == where
+    assert what in first.what
+    assert fix in first.fix
+
+
+def test_validate_document_accepts_every_format_localdispatch_reads() -> None:
+    assert validate_document(_doc()) == []
+    assert validate_document(_doc({"id": "t-1", "title": "A", "depends_on": ["t-0"]})) == []
+    # The original Path-B format: integer ids, comma-separated depends_on, a bare list.
+    legacy = _doc({"id": 1, "title": "A", "depends_on": "2, 3"}, {"id": "task-2"}, version=None)
+    assert validate_document(legacy) == []
+    assert validate_document([{"id": "task-1", "title": "A"}]) == []
+    conflict = {"id": "t-3", "kind": "conflict", "branch": "ld/t-1-a", "title": "Resolve"}
+    assert validate_document(_doc(conflict)) == []
+    ids = ["t-12", "bd-a1b2", "task_3", "Épique-1", "t-✓"]
+    assert validate_document(_doc(*({"id": i} for i in ids))) == []
+    assert validate_document(_doc({"id": "t-1", "notes": [[{"a": [1]}]]})) == []
+
+
+def test_every_problem_is_listed_in_file_order() -> None:
+    data = _doc({"id": "t-1"}, {"id": "t-1"}, {"id": ""}, {"id": "t-2", "kind": "conflict"})
+    assert [p.where for p in validate_document(data)] == [
+        "task #2 (id 't-1')",
+        "task #3",
+        "task #4 (id 't-2')",
+    ]
+
+
+def test_a_bad_document_stops_every_store_call_and_is_left_byte_for_byte(tmp_path: Path) -> None:
+    path = tmp_path / "task_queue.json"
+    content = (
+        b'{"version": 1, "next_id": 3, "tasks": [\n'
+        b' {"id": "t-1", "title": "First"},\n {"id": "t-2", "title": "Second"},\n'
+        b' {"id": "t-1", "title": "Copy of first"},\n {"id": ""}\n]}\n'
+    )
+    path.write_bytes(content)
+    store = JsonStore(path)
+    calls = [
+        store.all,
+        lambda: store.get("t-1"),
+        lambda: store.add(TaskDraft(title="lost")),
+        lambda: store.claim("t-1"),
+        lambda: store.close("t-2"),
+        lambda: store.update("t-2", priority=1),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError) as caught:
+            call()
+        message = str(caught.value)
+        assert message.startswith(f"The task store {path} is corrupt: task #3 (id 't-1') ")
+        assert "same id as task #1 (and 1 more problem)" in message
+        assert "give one of the two a new id" in message and "left untouched" in message
+        assert caught.value.task_id == "t-1" and caught.value.path == path
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["task_queue.json", "task_queue.json.lock"]

@@ -106,6 +106,12 @@ def build_task(task_id: str, draft: TaskDraft, known: set[str], location: str) -
         raise StoreError("A task needs a title that is not empty.")
     if draft.kind not in KINDS:
         raise StoreError(f"Unknown task kind {draft.kind!r}; use one of {', '.join(KINDS)}.")
+    if draft.kind == "conflict" and not _has_branch(draft.extra.get("branch")):
+        raise StoreError(
+            f"Task {title!r} is a conflict task without the branch whose merge conflicted.",
+            hint="The dispatcher makes conflict tasks itself when a merge conflicts; add a "
+            "plain task (--kind task) instead.",
+        )
     for ref in (*draft.depends_on, draft.parent, draft.discovered_from):
         if ref is not None and ref not in known:
             raise TaskNotFound(
@@ -128,6 +134,10 @@ def build_task(task_id: str, draft: TaskDraft, known: set[str], location: str) -
         )
     except ValueError as exc:
         raise StoreError(f"Task {title!r} is not valid: {exc}") from exc
+
+
+def _has_branch(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 def resolve_refs(drafts: Sequence[TaskDraft], ids: Sequence[str]) -> list[TaskDraft]:
@@ -170,6 +180,13 @@ def apply_update(tasks: list[Task], task_id: str, changes: dict[str, Any], locat
     data = current.model_dump()
     data.update(changes)
     data["updated_at"] = now_iso()
+    if data.get("kind") == "conflict" and not _has_branch(data.get("branch")):
+        # The store must never write a task that reading the file would refuse.
+        raise StoreError(
+            f"Task {task_id} is a conflict task and needs its branch.",
+            hint="Keep its branch, or make it a plain task (kind task).",
+            task_id=task_id,
+        )
     try:
         updated = Task.model_validate(data)
     except ValueError as exc:

@@ -23,6 +23,7 @@ from ..errors import LockBusy, StoreError
 from ..tasks import Task, normalize_status
 from . import base
 from .base import TaskDraft
+from .validation import Problem, nesting_problem, validate_document
 
 FORMAT_VERSION = 1
 ID_PREFIX = "t-"
@@ -182,29 +183,45 @@ class JsonStore:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise self._corrupt(f"invalid JSON at line {exc.lineno}, column {exc.colno}") from exc
+            raise self._corrupt(
+                f"invalid JSON at line {exc.lineno}, column {exc.colno}",
+                "Fix the syntax there, or restore the file from a copy.",
+            ) from exc
+        except RecursionError as exc:  # brackets nested thousands deep
+            raise self._invalid(nesting_problem()) from exc
+        except ValueError as exc:  # an integer of thousands of digits
+            raise self._corrupt(
+                "it holds a number with thousands of digits", "Fix that number by hand."
+            ) from exc
+        problems = validate_document(data)
+        if problems:
+            raise self._invalid(problems[0], len(problems) - 1)
         if isinstance(data, list):  # a bare list of tasks: accept it as the oldest format
             data = {"tasks": data}
-        if not isinstance(data, dict) or not isinstance(data.get("tasks", []), list):
-            raise self._corrupt('expected an object with a "tasks" list')
         legacy = data.get("version") != FORMAT_VERSION
+        raw_tasks = [_upgrade_task(t) for t in data.get("tasks", [])]
         try:
-            tasks = _TASKS.validate_python([_upgrade_task(t) for t in data.get("tasks", [])])
-        except (ValidationError, TypeError, ValueError) as exc:
-            raise self._corrupt(f"a task is not valid ({_first_error(exc)})") from exc
+            tasks = _TASKS.validate_python(raw_tasks)
+        except ValidationError as exc:
+            raise self._corrupt(*_first_error(exc, raw_tasks)) from exc
         next_id = _next_id(data.get("next_id"), tasks)
         board = _Board(next_id=next_id, tasks=tasks, upgraded_from_legacy=legacy)
         if not legacy:
             self._remember(raw, board)
         return board
 
-    def _corrupt(self, what: str) -> StoreError:
+    def _corrupt(self, what: str, fix: str = "", task_id: str | None = None) -> StoreError:
         return StoreError(
             f"The task store {self.path} is corrupt: {what}.",
-            hint="Fix or restore the file (it was left untouched); localdispatch will not "
-            "overwrite it.",
+            hint=f"{fix + ' ' if fix else ''}The file was left untouched; localdispatch "
+            "will not overwrite it.",
             path=self.path,
+            task_id=task_id,
         )
+
+    def _invalid(self, problem: Problem, others: int = 0) -> StoreError:
+        more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
+        return self._corrupt(f"{problem}{more}", problem.fix, problem.task_id)
 
     def _write(self, board: _Board) -> None:
         if board.upgraded_from_legacy and self.path.exists():
@@ -225,10 +242,8 @@ class JsonStore:
             backup.write_bytes(self.path.read_bytes())
 
 
-def _upgrade_task(raw: Any) -> dict[str, Any]:
+def _upgrade_task(raw: dict[str, Any]) -> dict[str, Any]:
     """A task of the original Path-B format (``pending``, no fields) in today's shape."""
-    if not isinstance(raw, dict):
-        raise TypeError(f"expected an object, got {type(raw).__name__}")
     task = dict(raw)
     if "id" in task:
         task["id"] = str(task["id"])
@@ -252,9 +267,19 @@ def _next_id(declared: Any, tasks: list[Task]) -> int:
     return max(floor, highest + 1)
 
 
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        return f"task #{where}: {err['msg']}"
-    return str(exc)
+def _first_error(
+    exc: ValidationError, raw_tasks: list[dict[str, Any]]
+) -> tuple[str, str, str | None]:
+    """(what, fix, task id) of pydantic's first complaint, naming the task by id."""
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    position = loc.pop(0) if loc else None
+    field = ".".join(str(part) for part in loc) or "the task"
+    if not isinstance(position, int):
+        return f"a task is not valid ({field}: {err['msg']})", "", None
+    task_id = str(raw_tasks[position].get("id", ""))
+    value = json.dumps(err.get("input"), default=str, ensure_ascii=False)
+    if len(value) > 60:
+        value = value[:57] + "..."
+    what = f"task #{position + 1} (id {task_id!r}) has {field} {value}: {err['msg']}"
+    return what, f"Fix {field} of that task (see the task fields in the README).", task_id

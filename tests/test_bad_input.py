@@ -1,0 +1,107 @@
+"""Bad input through the real scripts: one plain message naming the file, key or task and the
+fix, the right exit code, no traceback, and nothing changed on disk."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import commit_config, git, localdispatch, run_script
+
+TRIVIAL_WORKER = {
+    "worker_backend": "command",
+    "worker_command": [sys.executable, "-c", "pass", "{task_file}"],
+    "poll_interval_secs": 0.05,
+    "worker_timeout_secs": 30,
+}
+
+
+def _queue(*tasks: object) -> bytes:
+    text = json.dumps({"version": 1, "next_id": 9, "tasks": list(tasks)}, indent=1)
+    return text.encode("utf-8") + b"\n"
+
+
+BAD_QUEUES = {
+    "duplicate ids": (
+        _queue(
+            {"id": "t-1", "title": "Write the parser"},
+            {"id": "t-2", "title": "Use the parser", "depends_on": ["t-1"]},
+            {"id": "t-1", "title": "Write the parser again"},
+        ),
+        ["task #3 (id 't-1') has the same id as task #1", "give one of the two a new id"],
+    ),
+    "id with a space": (
+        _queue({"id": "t 1", "title": "Spaced"}),
+        ["task #1 (title 'Spaced'): its id \"t 1\" holds whitespace", "id without spaces"],
+    ),
+    "id not a string": (
+        _queue({"id": ["t-1"], "title": "Listed"}),
+        ["task #1 (title 'Listed'): its id is a list, not a string"],
+    ),
+    "task not an object": (
+        _queue({"id": "t-1", "title": "Fine"}, "Add a chart"),
+        ["task #2 is a string, not an object", "fix or remove that entry"],
+    ),
+    "conflict without branch": (
+        _queue({"id": "t-1", "title": "Resolve merge conflict", "kind": "conflict"}),
+        ["task #1 (id 't-1') is a conflict task without a \"branch\"", '"kind": "task"'],
+    ),
+    "depends_on not a list": (
+        _queue({"id": "t-1", "title": "A", "depends_on": 2}),
+        ["task #1 (id 't-1') has \"depends_on\": 2, which is not a list of ids"],
+    ),
+    "parent not an id": (
+        _queue({"id": "t-1", "title": "A", "parent": {"id": "t-0"}}),
+        ['task #1 (id \'t-1\') has "parent": {"id": "t-0"}, which is not an id'],
+    ),
+    "nested 100,000 deep": (
+        b'{"version": 1, "tasks": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        ["the file is nested thousands of levels deep", "restore the file from a copy"],
+    ),
+}
+
+
+def _assert_refused(result_stderr: str, code: int, expected_code: int, needles: list[str]) -> None:
+    assert code == expected_code, result_stderr
+    assert "Traceback" not in result_stderr and "Unexpected error" not in result_stderr
+    errors = [line for line in result_stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result_stderr
+    for needle in needles:
+        assert needle in errors[0], result_stderr
+
+
+@pytest.mark.parametrize("case", list(BAD_QUEUES))
+def test_a_bad_task_queue_is_named_and_left_as_it_is(repo: Path, case: str) -> None:
+    content, needles = BAD_QUEUES[case]
+    queue = repo / "task_queue.json"
+    queue.write_bytes(content)
+    (repo / "suggested_tasks.txt").write_text("A follow-up idea\n", encoding="utf-8")
+    runs = [
+        localdispatch("tasks", "list", cwd=repo),
+        localdispatch("tasks", "add", "One more", cwd=repo),
+        localdispatch("tasks", "close", "t-1", cwd=repo),
+        run_script("ingest_suggested_tasks.py", cwd=repo),
+    ]
+    for result in runs:
+        _assert_refused(
+            result.stderr, result.returncode, 1, [f"The task store {queue} is corrupt: ", *needles]
+        )
+        assert "left untouched; localdispatch will not overwrite it" in result.stderr
+    assert queue.read_bytes() == content
+    assert (repo / "suggested_tasks.txt").read_text(encoding="utf-8") == "A follow-up idea\n"
+    assert not list(repo.glob("task_queue.json?*"))  # no .bak, no temporary file
+
+
+def test_duplicate_ids_stop_dispatch_at_once_instead_of_hanging(repo: Path) -> None:
+    commit_config(repo, TRIVIAL_WORKER)
+    content, needles = BAD_QUEUES["duplicate ids"]
+    queue = repo / "task_queue.json"
+    queue.write_bytes(content)
+    result = run_script("dispatch_workers.py", "--until-idle", cwd=repo, timeout=60)
+    _assert_refused(result.stderr, result.returncode, 1, needles)
+    assert str(queue) in result.stderr
+    assert queue.read_bytes() == content
+    assert git(repo, "branch", "--list", "ld/*") == ""  # no attempt started
