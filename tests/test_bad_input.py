@@ -105,3 +105,80 @@ def test_duplicate_ids_stop_dispatch_at_once_instead_of_hanging(repo: Path) -> N
     assert str(queue) in result.stderr
     assert queue.read_bytes() == content
     assert git(repo, "branch", "--list", "ld/*") == ""  # no attempt started
+
+
+# ---- tasks add --files: confined exactly as a model's or a suggestion's paths ---------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("../x", "climbs out of the repository"),
+        ("a/../../x", "climbs out of the repository"),
+        ("/etc/passwd", "is absolute"),
+        ("~/.ssh/id_rsa", "is absolute"),
+        ("C:\\x", "has a drive letter"),
+        ("\\\\server\\share\\x", "is absolute"),
+        (".git/config", "points into .git"),
+        (".GIT/hooks/pre-commit", "points into .git"),
+        ("vendor/lib/.git/config", "points into .git"),
+        (".git./config", "points into .git"),
+        (".git /config", "points into .git"),
+        ("GIT~1/config", "points into .git"),
+        (".git::$INDEX_ALLOCATION/config", "points into .git"),
+        (".", "names the repository root itself"),
+    ],
+)
+def test_confine_refuses_paths_outside_the_repository(raw: str, reason: str) -> None:
+    from localdispatch.paths import confine
+
+    path, why = confine(raw)
+    assert path is None and why.startswith(reason)
+
+
+def test_confine_takes_a_subfolder_path_as_git_does() -> None:
+    from localdispatch.paths import confine
+
+    assert confine("a.py", relative_to="src") == ("src/a.py", "")
+    assert confine("../README.md", relative_to="src/app") == ("src/README.md", "")
+    assert confine("../../x", relative_to="src") == (None, "climbs out of the repository with '..'")
+    assert confine("../.git/config", relative_to="src") == (None, "points into .git")
+    assert confine(".gitignore") == (".gitignore", "")
+    assert confine(".github/workflows/ci.yml") == (".github/workflows/ci.yml", "")
+    assert confine("src\\win\\path.py") == ("src/win/path.py", "")
+
+
+def test_tasks_add_refuses_paths_outside_the_repository(repo: Path) -> None:
+    bad = ["../x", "/etc/passwd", "C:\\x", ".git/config"]
+    result = localdispatch("tasks", "add", "Sneaky", "--files", ",".join(["ok.py", *bad]), cwd=repo)
+    _assert_refused(
+        result.stderr,
+        result.returncode,
+        2,
+        [
+            "tasks add --files: '../x' climbs out of the repository with '..'; "
+            "'/etc/passwd' is absolute; 'C:\\x' has a drive letter; "
+            "'.git/config' points into .git. Nothing was added.",
+            f"inside the repository {repo}",
+        ],
+    )
+    for one in bad:
+        single = localdispatch("tasks", "add", "Sneaky", "--files", one, cwd=repo)
+        _assert_refused(single.stderr, single.returncode, 2, [f"'{one}'", "Nothing was added"])
+    assert not (repo / "task_queue.json").exists()
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_tasks_add_from_a_subfolder_takes_paths_as_git_does(repo: Path) -> None:
+    sub = repo / "src" / "app"
+    sub.mkdir(parents=True)
+    result = localdispatch(
+        "tasks", "add", "Split the module", "--json", "--files", "views.py,../util.py", cwd=sub
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["files"] == ["src/app/views.py", "src/util.py"]
+    climbing = localdispatch("tasks", "add", "Out", "--files", "../../../x", cwd=sub)
+    _assert_refused(climbing.stderr, climbing.returncode, 2, ["'../../../x' climbs out"])
+    # The store is the top level's, however deep the command ran.
+    assert (repo / "task_queue.json").exists()
+    assert not (sub / "task_queue.json").exists()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..layout import ensure_state_ignored
+from ..layout import Layout, ensure_state_ignored
+from ..paths import confine_all
 from ..scheduling import rank_ready
 from ..store import TaskDraft, TaskStore, open_store
 from ..tasks import ACTIVE, KINDS, STATUSES, Task, blockers, by_id, children_of
@@ -26,7 +28,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
         "--files",
         action="append",
         metavar="PATHS",
-        help="files the task touches (comma-separated or repeated)",
+        help="files the task touches, relative to the current folder as git takes them "
+        "(comma-separated or repeated); paths outside the repository or in .git are refused",
     )
     add.add_argument(
         "--depends-on",
@@ -100,18 +103,41 @@ def _store(args: argparse.Namespace, *, writing: bool = False) -> TaskStore:
     return open_store(config, layout)
 
 
+def confined_files(raws: list[str], layout: Layout, cwd: Path) -> list[str]:
+    """``--files`` as repo-relative paths, confined exactly as a model's or a suggestion's.
+
+    A path is taken relative to ``cwd`` when that is inside the repository (as git takes
+    paths), else relative to the repository's top level. Any path outside the repository or
+    into .git refuses the whole command, so nothing half-right is stored.
+    """
+    here = layout.repo_relative(cwd) or ""
+    confined = confine_all(raws, relative_to=here)
+    if confined.dropped:
+        listed = "; ".join(f"'{raw}' {why}" for raw, why in confined.dropped)
+        raise UsageError(
+            f"tasks add --files: {listed}. Nothing was added.",
+            hint=f"Give paths of files inside the repository {layout.repo}, relative to the "
+            "folder you are in (as git takes them), and none under .git.",
+            key="--files",
+        )
+    return confined.kept
+
+
 # ---- handlers ---------------------------------------------------------------------------
 
 
 def _add(args: argparse.Namespace) -> int:
-    store = _store(args, writing=True)
+    config, layout = common.load(args)
+    files = confined_files(common.csv_list(args.files), layout, Path.cwd())
+    ensure_state_ignored(layout)
+    store = open_store(config, layout)
     task = store.add(
         TaskDraft(
             title=args.title,
             description=args.description,
             kind=args.kind,
             priority=args.priority,
-            files=common.csv_list(args.files),
+            files=files,
             depends_on=common.csv_list(args.depends_on),
             parent=args.parent,
             discovered_from=args.discovered_from,
