@@ -182,3 +182,69 @@ def test_tasks_add_from_a_subfolder_takes_paths_as_git_does(repo: Path) -> None:
     # The store is the top level's, however deep the command ran.
     assert (repo / "task_queue.json").exists()
     assert not (sub / "task_queue.json").exists()
+
+
+# ---- the repository is the repository: every command works on its top level -----------------
+
+
+def test_from_a_subfolder_without_a_config_state_lands_at_the_top_only(repo: Path) -> None:
+    sub = repo / "docs" / "guide"
+    sub.mkdir(parents=True)
+    (sub / "page.md").write_text("# page\n", encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "docs")
+    added = localdispatch("tasks", "add", "Write the guide", "--files", "page.md", cwd=sub)
+    assert added.returncode == 0, added.stderr
+    (repo / "suggested_tasks.txt").write_text("Proofread the guide\n", encoding="utf-8")
+    ingested = run_script("ingest_suggested_tasks.py", "--json", cwd=sub)
+    assert ingested.returncode == 0, ingested.stderr
+    assert [a["title"] for a in json.loads(ingested.stdout)["added"]] == ["Proofread the guide"]
+    listed = json.loads(localdispatch("tasks", "list", "--json", cwd=sub).stdout)
+    assert [(t["title"], t["files"]) for t in listed] == [
+        ("Write the guide", ["docs/guide/page.md"]),
+        ("Proofread the guide", []),
+    ]
+    assert (repo / "task_queue.json").is_file() and (repo / ".dispatch").is_dir()
+    leftovers = [p for p in (repo / "docs").rglob("*") if p.name != "page.md" and p.is_file()]
+    assert leftovers == [] and not (sub / ".dispatch").exists()
+    assert git(repo, "status", "--porcelain") == ""
+    checked = json.loads(localdispatch("config", "check", "--json", cwd=sub).stdout)
+    assert checked["config_file"] is None and checked["repo"] == str(repo.resolve())
+
+
+def test_the_config_search_stops_at_the_repository_top(repo: Path) -> None:
+    # A config above the repository belongs to something else.
+    (repo.parent / "dispatch_config.json").write_text('{"num_workers": 7}', encoding="utf-8")
+    sub = repo / "src"
+    sub.mkdir()
+    outer = json.loads(localdispatch("config", "check", "--json", cwd=sub).stdout)
+    assert outer["config_file"] is None and outer["settings"]["num_workers"] == 2
+    assert outer["repo"] == str(repo.resolve())
+    commit_config(repo, {"num_workers": 3})
+    inner = json.loads(localdispatch("config", "check", "--json", cwd=sub).stdout)
+    assert inner["config_file"] == str((repo / "dispatch_config.json").resolve())
+    assert inner["settings"]["num_workers"] == 3
+
+
+def test_dispatch_from_a_subfolder_works_on_the_top_level(repo: Path) -> None:
+    commit_config(repo, TRIVIAL_WORKER)
+    sub = repo / "pkg"
+    sub.mkdir()
+    result = run_script("dispatch_workers.py", "--until-idle", cwd=sub, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not (sub / ".dispatch").exists() and not (sub / "task_queue.json").exists()
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_outside_any_repository_the_current_folder_is_still_the_repository(
+    tmp_path: Path,
+) -> None:
+    from localdispatch.config import load_config
+
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    assert load_config(cwd=folder).repo_path == folder.resolve()
+    listed = localdispatch("tasks", "list", cwd=folder)
+    assert listed.returncode == 0 and "No tasks" in listed.stderr
+    checked = localdispatch("config", "check", cwd=folder)
+    _assert_refused(checked.stderr, checked.returncode, 1, ["is not a git repository"])

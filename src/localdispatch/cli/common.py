@@ -25,7 +25,8 @@ def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> No
         "--config",
         type=Path,
         metavar="PATH",
-        help="dispatch_config.json to use (default: the nearest one from the current folder up)",
+        help="dispatch_config.json to use (default: the nearest one from the current folder "
+        "up to the repository's top level; without one, that top level is the repository)",
     )
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -34,6 +35,8 @@ def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> No
 
 
 def load(args: argparse.Namespace) -> tuple[Config, Layout]:
+    """The config and layout a command works on: from any folder inside a repository, its
+    top level (see :func:`load_config`), so state files never appear in a subfolder."""
     config = load_config(getattr(args, "config", None))
     return config, layout_for(config)
 
