@@ -104,7 +104,8 @@ def test_a_hanging_worker_leaves_nothing_alive(repo: Path, tmp_path: Path) -> No
     plain = add(repo, "Hang with a child")
     orphaned = add(repo, "Hang with an orphaned grandchild", "-d", "@detach: yes")
     result = dispatch(repo, tmp_path / "stamps", "--until-idle")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # failed tasks: a person must look
+    assert f"Failed: {plain}" in result.stderr and f"Failed: {orphaned}" in result.stderr
     for task_id in (plain, orphaned):
         start = stamps_of(tmp_path / "stamps", task_id)[0]
         assert not _same_process_alive(start["child"], start["child_created"])
@@ -136,7 +137,8 @@ def test_exit_zero_without_a_commit_is_not_done(repo: Path, tmp_path: Path) -> N
     configure(repo, "nocommit_worker.py", max_worker_retries=1)
     task_id = add(repo, "Pretend")
     result = dispatch(repo, tmp_path / "stamps", "--until-idle")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr
+    assert "0 merged, 0 done, 1 to retry, 1 failed" in result.stderr
     task = tasks(repo)[task_id]
     assert task["status"] == "failed" and task["attempts"] == 2
     assert "without a commit" in task["closed_reason"]
@@ -228,7 +230,8 @@ def test_a_committed_suggestions_file_is_taken_out_of_the_branch(
     real = add(repo, "Real work", "--files", "real.txt")
     empty = add(repo, "Only an idea")  # no files: the worker commits just the suggestion
     result = dispatch(repo, tmp_path / "stamps", "--until-idle")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # the empty attempts failed
+    assert f"Failed: {empty}" in result.stderr
     state = tasks(repo)
     assert state[real]["status"] == "done" and state[real]["merged_commit"]
     assert state[empty]["status"] == "failed"

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import git
 from localdispatch import gitops
+from localdispatch.clones import clone_at
 from localdispatch.config import load_config
 from localdispatch.dispatch_state import (
     RunRecord,
@@ -178,7 +179,7 @@ def previous_run(env: Env, task_id: str, slot: int = 1) -> RunRecord:
     task = env.store.claim(task_id, attempts=1, branch=f"ld/{task_id}-x")
     assert task is not None
     worktree = env.layout.slot_worktree(slot)
-    start = gitops.prepare_task_worktree(env.repo, worktree, "main", f"ld/{task_id}-x")
+    start = gitops.prepare_task_slot(clone_at(env.repo, worktree), "main", f"ld/{task_id}-x")
     marker = worker_marker(env.repo, slot, task_id)
     handle = start_worker(
         "old",
@@ -276,11 +277,11 @@ def test_interrupt_twice_kills_and_puts_tasks_back(make_env) -> None:  # type: i
 
 def test_a_conflict_task_resolves_on_its_branch(make_env) -> None:  # type: ignore[no-untyped-def]
     env = make_env("resolve_worker.py")
-    tree = env.layout.slot_worktree(2)
-    gitops.prepare_task_worktree(env.repo, tree, "main", "ld/t-0-readme")
-    (tree / "README.md").write_text("# branch side\n", encoding="utf-8")
-    git(tree, "commit", "-q", "-am", "branch edit")
-    gitops.release_worktree(tree)
+    clone = clone_at(env.repo, env.layout.slot_worktree(2))
+    gitops.prepare_task_slot(clone, "main", "ld/t-0-readme")
+    (clone.path / "README.md").write_text("# branch side\n", encoding="utf-8")
+    git(clone.path, "commit", "-q", "-am", "branch edit")
+    gitops.publish_branch(clone, "ld/t-0-readme", force=True)
     (env.repo / "README.md").write_text("# main side\n", encoding="utf-8")
     git(env.repo, "commit", "-q", "-am", "main edit")
     task_id = env.add(

@@ -8,12 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import git, localdispatch
 from localdispatch.config import CONFIG_FILENAME
 from localdispatch.merging import MergeQueue
-from localdispatch.test_gate import kill_tree
+from localdispatch.supervisor import kill_tree
 from test_merging import Env, assert_never_mid_merge, make_env, resolve_on_branch
 
 # A process that merges the given task/branch pairs through its own MergeQueue.
@@ -127,7 +128,7 @@ def test_a_merging_process_killed_mid_gate_leaves_the_task_pending_then_it_lands
             time.sleep(0.02)
         assert started.exists(), proc.communicate()[1]
     finally:
-        kill_tree(proc.pid)  # the dispatcher and its gate die together
+        kill_tree(psutil.Process(proc.pid), grace=0)  # the dispatcher and its gate die together
         proc.communicate()
 
     fresh = MergeQueue(env.queue.config, env.layout, env.store, env.events)

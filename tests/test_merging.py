@@ -252,6 +252,50 @@ def test_cancelled_conflict_task_fails_the_original(env: Env) -> None:
     assert "cancelled" in (env.store.get(second.id).closed_reason or "")
 
 
+def test_a_conflict_no_worker_resolved_waits_for_a_person_with_the_steps(env: Env) -> None:
+    """The workers gave up on the conflict task: the original task is not failed, its branch
+    is kept, and the pending merge says exactly what a person runs."""
+    first, a, second, b = two_conflicting_branches(env)
+    env.queue.merge(first, a)
+    conflict_id = env.queue.merge(second, b).conflict_task_id or ""
+    env.store.close(conflict_id, reason="failed after 3 attempts", status="failed")
+
+    assert env.queue.retry_pending() == []
+
+    assert env.store.get(second.id).status == "in_progress"
+    assert git(env.repo, "rev-parse", "--verify", "-q", b)  # the branch is kept
+    [entry] = env.queue.pending()
+    assert entry["person"] and "no worker could resolve" in entry["reason"]
+    steps = "\n".join(entry["steps"])
+    assert f"git worktree add ../resolve-{conflict_id} {b}" in steps
+    assert "git merge main" in steps and f"localdispatch tasks close {conflict_id}" in steps
+    assert env.event_names().count("merge_needs_person") == 1
+    assert env.queue.retry_pending() == [] and env.event_names().count("merge_needs_person") == 1
+
+    # The person resolves by hand and closes the failed conflict task: the merge is retried.
+    resolve_on_branch(env, b, {"shared.txt": "line one by A and B\nline two\n"})
+    env.store.close(conflict_id, reason="resolved by hand")
+    [outcome] = env.queue.retry_pending()
+    assert outcome.status == "merged"
+    assert env.store.get(second.id).status == "done"
+    assert git(env.repo, "show", "main:shared.txt") == "line one by A and B\nline two"
+
+
+def test_reopening_a_failed_conflict_task_gives_it_back_to_the_workers(env: Env) -> None:
+    first, a, second, b = two_conflicting_branches(env)
+    env.queue.merge(first, a)
+    conflict_id = env.queue.merge(second, b).conflict_task_id or ""
+    env.store.close(conflict_id, status="failed")
+    env.queue.retry_pending()
+    assert env.queue.pending()[0]["person"]
+
+    env.store.reopen(conflict_id)
+    env.queue.retry_pending()
+
+    [entry] = env.queue.pending()
+    assert not entry["person"] and entry["state"] == "conflict"
+
+
 def test_a_person_reopening_the_original_drops_the_pending_merge(env: Env) -> None:
     first, a, second, b = two_conflicting_branches(env)
     env.queue.merge(first, a)
@@ -340,8 +384,10 @@ def test_dirty_file_the_merge_touches_makes_it_wait_and_keeps_the_change(env: En
 
     outcome = env.queue.merge(task, branch)
 
-    assert outcome.status == "waiting"
+    assert outcome.status == "waiting" and outcome.person  # only the user can move it on
     assert "README.md" in outcome.message and str(env.repo) in outcome.message
+    [entry] = env.queue.pending()
+    assert entry["person"] and any("README.md" in step for step in entry["steps"])
     assert env.tip() == before
     assert (env.repo / "README.md").read_text(encoding="utf-8") == "# my own edit\n"
     assert env.store.get(task.id).status == "in_progress"
@@ -354,7 +400,7 @@ def test_dirty_file_the_merge_touches_makes_it_wait_and_keeps_the_change(env: En
     assert retried.status == "merged"
     assert (env.repo / "README.md").read_text(encoding="utf-8") == "# demo\nmore\n"
     assert env.store.get(task.id).merged_commit == env.tip()
-    assert [e["event"] for e in env.events.read()].count("merge_waiting") == 1
+    assert [e["event"] for e in env.events.read()].count("merge_needs_person") == 1
 
 
 def test_dirty_file_the_merge_does_not_touch_is_kept(env: Env) -> None:
@@ -378,7 +424,7 @@ def test_untracked_or_ignored_file_the_merge_would_create_makes_it_wait(
     env: Env, ignored: bool
 ) -> None:
     task = env.task()
-    name = "build.log" if ignored else "new.py"
+    name = "build.log" if ignored else "new.txt"
     if ignored:
         (env.repo / ".gitignore").write_text("*.log\n", encoding="utf-8")
         git(env.repo, "add", ".gitignore")
@@ -795,9 +841,9 @@ def _task(status: str = "in_progress", **extra: Any) -> Task:
         ("conflict", _task(), _task("in_progress", id="t-2"), True, "skip"),
         ("conflict", _task(), _task("done", id="t-2"), True, "retry"),
         ("conflict", _task(), _task("done", id="t-2"), False, "check_merged"),
-        ("conflict", _task(), _task("failed", id="t-2"), True, "fail"),
+        ("conflict", _task(), _task("failed", id="t-2"), True, "person"),
         ("conflict", _task(), _task("cancelled", id="t-2"), True, "fail"),
-        ("conflict", _task(), None, True, "fail"),
+        ("conflict", _task(), None, True, "create_task"),
     ],
 )
 def test_next_step(

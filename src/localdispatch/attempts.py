@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import gitops
+from .clones import TamperedClone, clone_at
 from .config import Config
 from .dispatch_state import RunRecord
 from .errors import DispatchError
 from .layout import Layout
 from .supervisor import WorkerHandle
 from .tasks import Task
-from .workers import Verdict, accidental_files, find_accidental_files, judge
+from .workers import Verdict, accidental_files, judge
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +44,19 @@ class ActiveRun:
     handle: WorkerHandle | None = None
     deadline: float | None = None
     timed_out: bool = False
-    exited: bool = False
     killer: threading.Thread | None = None
+    overruled: str | None = None  # the status a person set while it ran
 
 
 @dataclass(frozen=True)
 class Findings:
-    """What a finished attempt left: the commits that count as work, and the accidental
-    files they added (empty when there are no such commits)."""
+    """What a finished attempt left: the commits that count as work (now also in the user's
+    repository), the accidental files they added, and a refusal that makes the attempt a
+    failed one whatever it committed (a tampered slot)."""
 
     commits: list[str]
     accidental: list[str]
+    refusal: str | None = None
 
 
 def judge_finished(
@@ -73,6 +76,7 @@ def judge_finished(
         auto_merge=config.auto_merge_worktrees,
         log_path=record.log,
         accidental=found.accidental,
+        refusal=found.refusal,
     )
     exited_at = handle.exited_at if handle and handle.exited_at else time.time()
     emit(
@@ -91,40 +95,33 @@ def judge_finished(
 
 
 def examine(layout: Layout, record: RunRecord, task: Task, emit: Emit) -> Findings:
-    """Make the attempt's branch honest (see the module docstring) and say what it holds.
+    """Make the attempt's branch honest (see the module docstring), bring it into the user's
+    repository if it holds work, and say what it holds.
 
-    This runs between a worker's exit and the next start in its slot, so one diff of the
-    branch answers every question about its files (``gitops.changed_files``).
+    Everything up to the fetch happens in the slot's own repository, after checking that the
+    worker left it safe to use (``PrivateClone.secure``). This runs between a worker's exit
+    and the next start in its slot, so one diff answers every question about its files.
     """
-    changes = gitops.changed_files(layout.repo, record.start_commit, record.branch)
+    clone = clone_at(layout.repo, Path(record.worktree))
+    try:
+        clone.secure()
+    except TamperedClone as exc:
+        emit("tampered", task=task.id, slot=record.slot, reason=str(exc))
+        return Findings(commits=[], accidental=[], refusal=f"{exc} {exc.hint}")
+    tree = clone.path
+    if record.kind == "conflict" and gitops.finish_merge(tree):
+        log.info("task %s: committed the merge its worker resolved", record.task_id)
+    changes = gitops.changed_files(tree, record.start_commit, record.branch)
     for path in drop_state_files(layout, record, changes, emit):
         del changes[path]  # the drop commit made it what it was at the start again
-    commits = collect_commits(layout.repo, record)
-    if record.kind == "conflict":  # its worker's merge may have been committed only now
-        net_change = gitops.has_net_change(layout.repo, record.start_commit, record.branch)
-    else:
-        net_change = bool(changes)
-    if not commits or not net_change:  # commits that change nothing (state files) are no work
+    commits = gitops.commits_between(tree, record.start_commit, record.branch)
+    if not commits or not changes:  # commits that change nothing (state files) are no work
         return Findings(commits=[], accidental=[])
+    gitops.publish_branch(clone, record.branch, force=record.kind != "conflict")
     found = []
     if task.kind != "conflict":  # as in find_accidental_files: its branch has the base's too
         found = accidental_files([p for p, status in changes.items() if status == "A"], task.files)
     return Findings(commits=commits, accidental=report_accidental(record, task, found, emit))
-
-
-def collect_commits(repo: Path, record: RunRecord) -> list[str]:
-    """The attempt's commits, after committing the merge a conflict task's worker resolved."""
-    worktree = Path(record.worktree)
-    if record.kind == "conflict" and gitops.finish_merge(worktree):
-        log.info("task %s: committed the merge its worker resolved", record.task_id)
-    return gitops.commits_between(repo, record.start_commit, record.branch)
-
-
-def find_accidental(repo: Path, record: RunRecord, task: Task, emit: Emit) -> list[str]:
-    """New files whose names look like a model's sentences (asking git which files the
-    branch added); see :func:`report_accidental`."""
-    found = find_accidental_files(repo, record.start_commit, record.branch, task)
-    return report_accidental(record, task, found, emit)
 
 
 def report_accidental(record: RunRecord, task: Task, found: list[str], emit: Emit) -> list[str]:

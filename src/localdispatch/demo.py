@@ -31,15 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from . import demo_checks as checks
+from .clones import remove_tree
 from .config import CONFIG_FILENAME, Config, load_config
 from .demo_checks import Check, DemoResult
-from .dispatcher import Dispatcher, RunSummary
+from .dispatcher import Dispatcher
 from .errors import DispatchError, GitError, UsageError
 from .events import EventLog
 from .gitcmd import run_git
-from .gitops import remove_tree
 from .layout import Layout, ensure_state_ignored, layout_for
 from .llm import OllamaProvider
+from .run_summary import RunSummary
 from .splitter import WrittenPlan, split_goal, write_plan
 from .store import TaskStore, open_store
 from .tasks import Task

@@ -30,6 +30,7 @@ from .config import Config
 from .errors import DispatchError, LockBusy
 from .events import EventLog
 from .layout import Layout
+from .merge_state import merge_state_of
 from .scheduling import Plan, plan_waves, rank_ready
 from .store import TaskStore
 from .supervisor import ProcessKey, find_process, tree_stats
@@ -219,21 +220,12 @@ def status_snapshot(
 
 
 def pending_merges(config: Config, layout: Layout, store: TaskStore) -> list[dict[str, Any]]:
-    """Branches waiting in the merge queue, as the queue reports them."""
-    from .merge_runner import merge_queue_class
-
-    cls = merge_queue_class()
-    if cls is not None:
-        try:
-            return list(cls(config, layout, store, EventLog(layout.events)).pending())
-        except (DispatchError, OSError, ValueError) as exc:  # a status view must not fail
-            log.warning("could not read pending merges: %s", exc)
+    """Branches waiting in the merge queue, as pending_merges.json records them."""
     try:
-        data = json.loads(layout.pending_merges.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return [entry.public() for entry in merge_state_of(layout).read().pending]
+    except (DispatchError, OSError) as exc:  # a status view must not fail
+        log.warning("could not read pending merges: %s", exc)
         return []
-    items = data.get("pending", data) if isinstance(data, dict) else data
-    return list(items) if isinstance(items, list) else []
 
 
 def estimate_secs(layout: Layout) -> tuple[float, str]:

@@ -19,42 +19,35 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import gitops
-from .attempts import ActiveRun, collect_commits, judge_finished
+from .attempts import ActiveRun, examine, judge_finished
 from .config import Config
-from .dispatch_state import RunRecord, StateFile, dispatcher_lock
+from .dispatch_state import RunRecord, StateFile, dispatcher_lock, pending_merges
 from .errors import DispatchError, TaskNotFound
 from .events import EventLog
 from .layout import Layout, ensure_state_ignored
-from .merge_runner import MergeRunner, merge_queue_class
+from .merge_runner import MergeRunner
+from .model_watch import ModelWatch
 from .recovery import Recovery
+from .run_summary import RunSummary, statuses, tally
 from .scheduling import pick_next
 from .store import TaskStore, open_store
 from .suggestion_feed import SuggestionFeed
 from .tasks import Task
-from .workers import Verdict, launch_attempt, retry_or_fail
-
-# What other modules import from here; ActiveRun and merge_queue_class are defined elsewhere.
-__all__ = ["ActiveRun", "Dispatcher", "RunSummary", "dispatcher_lock", "merge_queue_class"]
+from .workers import (
+    Verdict,
+    check_worker_program,
+    launch_attempt,
+    model_server_problem,
+    retry_or_fail,
+)
 
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class RunSummary:
-    started: int = 0
-    merged: int = 0
-    done: int = 0
-    retried: int = 0
-    failed: int = 0
-    interrupted: bool = False
-    waiting_merges: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Dispatcher:
@@ -79,11 +72,15 @@ class Dispatcher:
         self.max_tasks, self.until_idle = max_tasks, until_idle
         self.reporter = reporter
         self.summary = RunSummary()
+        self._before: dict[str, str] = {}
+        self._watch = ModelWatch(
+            lambda: model_server_problem(config, layout),
+            enabled=config.worker_backend == "aider",
+        )
         self.state = StateFile(layout)
         self._wake: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._runs: dict[int, ActiveRun] = {}
         self._merging: dict[str, ActiveRun] = {}
-        self._vacated: set[int] = set()
         self._merger: MergeRunner | None = None
         self._interrupts = 0
         self._last_retry = 0.0
@@ -101,17 +98,25 @@ class Dispatcher:
         return self._interrupts
 
     def run(self) -> RunSummary:
+        """Run until idle (or interrupted); the summary says what is left for a person and
+        carries the exit status (``RunSummary.exit_code``)."""
         gitops.check_repository(self.layout.repo, self.config.branch)
+        check_worker_program(self.config)
         with dispatcher_lock(self.layout):
             ensure_state_ignored(self.layout)
+            self._before = statuses(self.store.all())
             self.state.claim_owner()
             clean = False
             try:
                 self._recover()
+                self._check_model_server()
                 self._loop()
                 clean = True
             finally:
                 self._shutdown(clean)
+        tally(self.summary, self._before, self.store.all(), self._pending())
+        if self._watch.down and not self.summary.interrupted:
+            self.summary.model_server = self._watch.down
         return self.summary
 
     # ---- the loop -------------------------------------------------------------------------
@@ -124,11 +129,11 @@ class Dispatcher:
                 self.summary.interrupted = True
                 return
             self._check_timeouts()
+            self._check_overruled()
             self._maybe_ingest()
             self._maybe_retry_pending()
             if self._interrupts == 0 and not self._quota_reached():
                 self._fill_slots()
-            self._release_vacated()
             if self._should_exit():
                 self.summary.interrupted = self._interrupts > 0
                 return
@@ -160,7 +165,6 @@ class Dispatcher:
             run = self._runs.get(item[1])
             if run is None or run.handle is not item[2]:
                 return
-            run.exited = True
             # After a timeout the tree is gone only when the killer says so.
             if kind == "killed" or run.killer is None:
                 del self._runs[item[1]]
@@ -176,18 +180,25 @@ class Dispatcher:
         return self.max_tasks is not None and self.summary.started >= self.max_tasks
 
     def _should_exit(self) -> bool:
+        """--until-idle: exit once nothing can move by itself any more. What is left then
+        needs a person (a failed task, a merge waiting for them, a dead model server)."""
         if self._runs or self._merging or (self._merger is not None and self._merger.busy):
             return False
         if self._interrupts or self._quota_reached():
             return True
         if not self.until_idle or self._settled != self._generation:
             return False
-        return not pick_next(self.store.all(), [], self.slots)
+        if any(not entry.get("person") for entry in self._pending()):
+            return False  # a busy merge slot, a base that moved: it goes on by itself
+        return self._watch.down is not None or not pick_next(self.store.all(), [], self.slots)
+
+    def _pending(self) -> list[dict[str, Any]]:
+        return pending_merges(self.config, self.layout, self.store)
 
     # ---- starting -------------------------------------------------------------------------
     def _fill_slots(self) -> None:
         free = [slot for slot in range(1, self.slots + 1) if slot not in self._runs]
-        if not free:
+        if not free or not self._model_server_up():
             return
         tasks = self.store.all()
         index = {task.id: task for task in tasks}
@@ -268,6 +279,29 @@ class Dispatcher:
             )
             run.killer.start()
 
+    def _check_overruled(self) -> None:
+        """The user's word wins: a running task that a person cancelled, closed, failed or
+        reopened has its worker's whole tree stopped, and nothing of it is merged."""
+        for slot, run in self._runs.items():
+            if run.killer is not None:
+                continue
+            task = self._current(run.task.id)
+            if task is not None and task.status == "in_progress":
+                continue
+            status = task.status if task is not None else "deleted"
+            run.overruled = status
+            self._emit(
+                "kill",
+                slot=slot,
+                task=run.task.id,
+                pid=run.record.pid,
+                reason=f"the task is {status} now (set by a person)",
+            )
+            run.killer = threading.Thread(
+                target=self._kill_and_report, args=(slot, run), name=f"stop-{slot}", daemon=True
+            )
+            run.killer.start()
+
     def _kill_and_report(self, slot: int, run: ActiveRun) -> None:
         assert run.handle is not None
         run.handle.kill(self.config.worker_kill_grace_secs)
@@ -277,20 +311,53 @@ class Dispatcher:
         """Judge a finished attempt by its commits and act on the verdict."""
         self._generation += 1
         record = run.record
-        self._feed.harvest(Path(record.worktree), record.task_id)
+        if run.overruled is not None:  # a person decided: nothing of it is judged or merged
+            self._emit("overruled", task=record.task_id, status=run.overruled)
+            self.state.save(self._records())
+            return
+        note = self._feed.harvest(Path(record.worktree), record.task_id)
+        if note:
+            self._emit("suggestions_refused", task=record.task_id, reason=note)
         task = self._current(record.task_id) or run.task
         verdict = judge_finished(self.config, self.layout, run, task, self._emit)
-        # The worktree keeps the branch checked out until the slot is refilled (a checkout
-        # of the next branch lets go of it) or released when idle.
-        self._vacated.add(record.slot)
+        if verdict.outcome in ("retry", "failed") and self._blame_model_server(task, verdict):
+            return
+        if note:
+            verdict = Verdict(verdict.outcome, f"{verdict.reason} (note: {note})")
         self._apply(run, task, verdict)
 
-    def _release_vacated(self) -> None:
-        """Detach the worktrees of slots left idle, so their branches can be deleted."""
-        for slot in sorted(self._vacated):
-            if slot not in self._runs:
-                gitops.release_worktree(self.layout.slot_worktree(slot))
-        self._vacated.clear()
+    # ---- the model server -----------------------------------------------------------------
+    def _check_model_server(self) -> None:
+        problem = self._watch.check()
+        if problem:
+            self._emit("model_down", reason=problem)
+
+    def _model_server_up(self) -> bool:
+        was_down = self._watch.down
+        if self._watch.may_start():
+            if was_down:
+                self._emit("model_up", reason="the model server answers again")
+            return True
+        return False
+
+    def _blame_model_server(self, task: Task, verdict: Verdict) -> bool:
+        """An attempt without work: if the model server does not answer now, the attempt
+        is not counted (the task goes back to open as it was) and no new one starts."""
+        was_down = self._watch.down
+        problem = self._watch.check()
+        if problem is None:
+            return False
+        self.store.update(
+            task.id,
+            status="open",
+            attempts=max(0, task.attempts - 1),
+            closed_reason=f"not counted: {problem}",
+        )
+        self._emit("requeue", task=task.id, reason=f"not counted: {problem}")
+        if not was_down:
+            self._emit("model_down", reason=problem)
+        self.state.save(self._records())
+        return True
 
     def _apply(self, run: ActiveRun, task: Task, verdict: Verdict) -> None:
         if verdict.outcome == "merge":
@@ -298,7 +365,6 @@ class Dispatcher:
             return
         if verdict.outcome == "done":
             self.store.close(task.id, reason=verdict.reason)
-            self.summary.done += 1
             self._emit("done", task=task.id, branch=run.record.branch, reason=verdict.reason)
         else:
             self._fail(task, verdict)
@@ -307,7 +373,6 @@ class Dispatcher:
     def _fail(self, task: Task, verdict: Verdict) -> None:
         if verdict.outcome == "failed":
             self.store.close(task.id, reason=verdict.reason, status="failed")
-            self.summary.failed += 1
             self._emit("failed", task=task.id, reason=verdict.reason)
         else:
             self.store.update(task.id, status="open", closed_reason=verdict.reason)
@@ -326,13 +391,6 @@ class Dispatcher:
 
     def _ensure_merger(self) -> MergeRunner:
         if self._merger is None:
-            if merge_queue_class() is None:
-                raise DispatchError(
-                    "Finished work cannot be merged: the merge queue (localdispatch.merging) "
-                    "is not installed in this version.",
-                    hint='Set "auto_merge_worktrees": false to leave branches for you to merge.',
-                    key="auto_merge_worktrees",
-                )
             self._merger = MergeRunner(self.config, self.layout, self._wake)
         return self._merger
 
@@ -351,9 +409,7 @@ class Dispatcher:
             done_at=at,
             conflict_task=getattr(outcome, "conflict_task_id", None),
         )
-        if status == "merged":
-            self.summary.merged += 1
-        elif status in ("rejected", "error"):
+        if status in ("rejected", "error"):
             self._reject(task.id, message)
         self._generation += 1
         if run is not None:
@@ -373,8 +429,6 @@ class Dispatcher:
                 retried=True,
             )
             progress = progress or outcome.status != "waiting"
-            if outcome.status == "merged":
-                self.summary.merged += 1
             if outcome.status == "rejected":
                 self._reject(outcome.task_id, outcome.message)
         if error is not None:
@@ -395,7 +449,7 @@ class Dispatcher:
 
     # ---- periodic chores ------------------------------------------------------------------
     def _maybe_retry_pending(self) -> None:
-        if merge_queue_class() is None or not self.config.auto_merge_worktrees:
+        if not self.config.auto_merge_worktrees:
             self._settled = self._generation
             return
         now = time.monotonic()
@@ -440,6 +494,8 @@ class Dispatcher:
         records = self.state.load()
         recovery = Recovery(self.config, self.layout, self.store, self.events, self._emit)
         recovery.kill_leftovers(records)
+        recovery.clear_stale_locks()
+        recovery.settle_checkout_update()
         pending = recovery.pending_task_ids()
         for record in records:
             task = self._current(record.task_id)
@@ -447,10 +503,8 @@ class Dispatcher:
                 continue
             verdict = recovery.settle(record, task)
             if verdict is not None:
-                self._apply(ActiveRun(record=record, task=task, exited=True), task, verdict)
+                self._apply(ActiveRun(record=record, task=task), task, verdict)
         recovery.put_back_orphans({record.task_id for record in records} | pending)
-        self._vacated |= recovery.vacated
-        self._release_vacated()
         recovery.cleanup_git(run.record.branch for run in self._merging.values())
         self.state.save(self._records())
 
@@ -478,10 +532,8 @@ class Dispatcher:
         for slot, run in list(self._runs.items()):
             del self._runs[slot]
             self._emit("kill", slot=slot, task=run.task.id, pid=run.record.pid, reason="stopped")
-            self._vacated.add(run.record.slot)
-            commits = collect_commits(self.layout.repo, run.record)
             task = self._current(run.task.id) or run.task
-            if commits:
+            if examine(self.layout, run.record, task, self._emit).commits:
                 run.record.phase = "merging"  # the next run merges it (see _recover)
                 self._merging[task.id] = run
             else:
@@ -492,4 +544,3 @@ class Dispatcher:
                     closed_reason="stopped by the user",
                 )
                 self._emit("requeue", task=task.id, reason="stopped by the user")
-        self._release_vacated()

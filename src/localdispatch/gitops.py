@@ -1,23 +1,19 @@
-"""Git for the dispatcher: slot worktrees, task branches, commit counts and stale cleanup.
+"""Git for the dispatcher: task branches, slot repositories, commit counts and stale cleanup.
 
-Every worker runs in a worktree of its own under ``worktree_dir`` (one per slot, reused from
-task to task); the user's own checkout is never a worker's tree and its branch is never
-switched. When a worker finishes, its worktree's HEAD is detached so the task branch is free
-to be merged and deleted elsewhere (git refuses to delete a branch that a worktree has out).
+Every worker runs in a private clone of its own under ``worktree_dir`` (one per slot, reused
+from task to task, see ``clones.py``); the user's own checkout is never a worker's tree, and
+nothing of the user's repository but its objects is shared with one. A task branch reaches the
+user's repository only when the dispatcher fetches it back after the worker has exited
+(:func:`publish_branch`).
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import shutil
-import stat
-import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
+from .clones import PrivateClone
 from .errors import GitError
 from .gitcmd import commit_args, git_out, run_git
 from .tasks import Task, slugify
@@ -33,40 +29,6 @@ def task_branch(task: Task) -> str:
     if task.kind == "conflict" and task.branch:
         return task.branch
     return f"{BRANCH_PREFIX}{task.id}-{slugify(task.title, limit=32)}"
-
-
-@dataclass(frozen=True)
-class Worktree:
-    path: Path
-    head: str | None
-    branch: str | None
-    locked: bool = False
-    prunable: bool = False
-
-
-def list_worktrees(repo: Path) -> list[Worktree]:
-    """Every worktree git knows for ``repo`` (the main checkout first)."""
-    out = git_out(["worktree", "list", "--porcelain"], repo)
-    result: list[Worktree] = []
-    fields: dict[str, str] = {}
-    for line in [*out.splitlines(), ""]:
-        if line.strip():
-            key, _, value = line.partition(" ")
-            fields[key] = value
-            continue
-        if "worktree" in fields:
-            branch = fields.get("branch", "")
-            result.append(
-                Worktree(
-                    path=Path(fields["worktree"]),
-                    head=fields.get("HEAD"),
-                    branch=branch.removeprefix("refs/heads/") or None,
-                    locked="locked" in fields,
-                    prunable="prunable" in fields,
-                )
-            )
-        fields = {}
-    return result
 
 
 def rev_parse(repo: Path, rev: str) -> str | None:
@@ -181,37 +143,6 @@ def current_branch(repo: Path) -> str | None:
     return result.stdout.strip() or None
 
 
-def _same_path(first: Path, second: Path) -> bool:
-    try:
-        return first.resolve() == second.resolve()
-    except OSError:
-        return False
-
-
-def _registered(repo: Path, path: Path) -> Worktree | None:
-    for tree in list_worktrees(repo):
-        if _same_path(tree.path, path):
-            return tree
-    return None
-
-
-def ensure_worktree(repo: Path, path: Path, base: str) -> None:
-    """Make ``path`` a worktree of ``repo`` (detached at ``base``), reusing a healthy one."""
-    if _same_path(repo, path):
-        raise GitError(f"Refused to use the main checkout {repo} as a worker's worktree.")
-    tree = _registered(repo, path)
-    if tree is not None and (path / ".git").is_file():
-        return
-    if tree is not None:
-        run_git(["worktree", "remove", "--force", "--force", str(path)], repo, check=False)
-    run_git(["worktree", "prune"], repo, check=False)
-    if path.exists():
-        log.info("removing half-made worktree folder %s", path)
-        remove_tree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    run_git(["worktree", "add", "--detach", "--force", str(path), base], repo)
-
-
 def check_repository(repo: Path, base: str) -> str:
     """Before any work: ``repo`` must be a git repository whose base branch has a commit.
     Returns the base tip; otherwise a GitError that says what to do."""
@@ -249,33 +180,27 @@ def base_tip(repo: Path, base: str) -> str:
     return tip
 
 
-def prepare_task_worktree(repo: Path, path: Path, base: str, branch: str) -> str:
-    """Point the worktree at a fresh ``branch`` from the tip of ``base``; return its start.
+def prepare_task_slot(clone: PrivateClone, base: str, branch: str) -> str:
+    """Point the slot's ``branch`` at the tip of ``base`` and check it out; return that tip.
 
-    A slot that already is a worktree is reused as it is (the checkout resets its files;
-    a broken one is rebuilt). A leftover branch of the same name, from an attempt that made
-    no commit, is reset.
+    A slot is reused as it is (the checkout resets its files). The base branch is set in the
+    slot too, at the same commit, so a worker can name it.
     """
-    start = base_tip(repo, base)
-    if _same_path(repo, path) or not (path / ".git").is_file():
-        ensure_worktree(repo, path, start)  # refuses the main checkout
-    checkout = ["checkout", "--force", "--quiet", "-B", branch, start]
-    if run_git(checkout, path, check=False).returncode != 0:
-        log.info("worktree %s is broken; rebuilding it", path)
-        ensure_worktree(repo, path, start)
-        run_git(checkout, path)
-    run_git(["clean", "-ffdxq"], path)
+    start = base_tip(clone.origin.repo, base)
+    _checkout(clone, branch, start, base)
     return start
 
 
-def prepare_conflict_worktree(repo: Path, path: Path, base: str, branch: str) -> str:
-    """Check out the existing ``branch`` and start merging ``base`` into it; return its tip.
+def prepare_conflict_slot(clone: PrivateClone, base: str, branch: str) -> str:
+    """Check out the existing ``branch`` in the slot and start merging ``base`` into it;
+    return the branch's tip.
 
     The merge is left for the worker to finish: conflicting files hold git's markers and
     the rest is staged. :func:`finish_merge` commits it if the worker resolved but could not
     commit (Aider commits file by file, which git refuses in the middle of a merge).
     """
-    ensure_worktree(repo, path, base_tip(repo, base))
+    repo = clone.origin.repo
+    base_sha = base_tip(repo, base)
     tip = rev_parse(repo, f"refs/heads/{branch}")
     if tip is None:
         raise GitError(
@@ -283,19 +208,44 @@ def prepare_conflict_worktree(repo: Path, path: Path, base: str, branch: str) ->
             hint="Close the conflict task; its merge cannot be retried.",
             path=repo,
         )
-    run_git(["merge", "--abort"], path, check=False)
-    run_git(["checkout", "--force", "--quiet", branch], path)
-    run_git(["reset", "--hard", "--quiet", tip], path)
-    run_git(["clean", "-ffdxq"], path)
-    result = run_git(
-        [*commit_args(repo), "merge", "--no-commit", "--no-ff", "--no-edit", base],
-        path,
+    _checkout(clone, branch, tip, base, base_sha)
+    result = clone.run(
+        [*commit_args(clone.path), "merge", "--no-commit", "--no-ff", "--no-edit", base],
         check=False,
     )
-    log.info(
-        "conflict worktree %s: merge of %s into %s exited %s", path, base, branch, result.returncode
-    )
+    log.info("conflict slot %s: merging %s exited %s", clone.path, base, result.returncode)
     return tip
+
+
+def _checkout(
+    clone: PrivateClone, branch: str, commit: str, base: str, base_sha: str | None = None
+) -> None:
+    """Secure the slot, check ``branch`` out at ``commit`` (rebuilding a broken slot once),
+    and name ``base`` in it."""
+    clone.secure()
+    try:
+        clone.checkout_fresh(branch, commit)
+    except GitError as exc:
+        log.info("slot %s is broken (%s); rebuilding it", clone.path, exc)
+        clone.discard()
+        clone.secure()
+        clone.checkout_fresh(branch, commit)
+    if branch != base:
+        clone.set_branch(base, base_sha or commit)
+
+
+def publish_branch(clone: PrivateClone, branch: str, *, force: bool) -> str | None:
+    """Fetch the slot's ``branch`` into the user's repository; its tip there, or None when
+    the slot has no such branch (nothing is written then).
+
+    A task's branch is the dispatcher's to overwrite (a retry starts it anew); a conflict
+    task's branch is the original task's, and only moves forward (``force`` False).
+    """
+    if clone.rev(f"refs/heads/{branch}") is None:
+        return None
+    ref = f"refs/heads/{branch}"
+    clone.publish(ref, ref, force=force)
+    return rev_parse(clone.origin.repo, ref)
 
 
 def merge_in_progress(worktree: Path) -> bool:
@@ -332,42 +282,17 @@ def _has_markers(worktree: Path) -> bool:
     return False
 
 
-def release_worktree(path: Path) -> None:
-    """Detach the worktree's HEAD so its branch can be merged, checked out or deleted."""
-    if (path / ".git").exists():
-        if merge_in_progress(path):
-            run_git(["merge", "--abort"], path, check=False)
-        run_git(["checkout", "--quiet", "--detach"], path, check=False)
-
-
 def delete_branch(repo: Path, branch: str) -> bool:
     result = run_git(["branch", "--quiet", "-D", branch], repo, check=False)
     return result.returncode == 0
 
 
-def cleanup_stale(
-    repo: Path,
-    worktrees_dir: Path,
-    prefix: str,
-    keep_branches: Iterable[str],
-    base: str,
-) -> dict[str, list[str]]:
-    """Tidy what a killed run may have left: dead worktree records, slot worktrees still
-    holding a branch, and ``ld/`` branches with nothing to lose (every commit already in
-    ``base``) that no task still needs.
-
-    Slot worktrees (``<prefix><n>`` under ``worktrees_dir``) are kept, since they are
-    reused, but detached so no branch stays held. Nothing else is touched.
-    """
-    report: dict[str, list[str]] = {"detached": [], "branches": []}
+def cleanup_stale(repo: Path, keep_branches: Iterable[str], base: str) -> dict[str, list[str]]:
+    """Tidy what a killed run may have left: worktree records of older versions' slots, and
+    ``ld/`` branches with nothing to lose (every commit already in ``base``) that no task
+    still needs. Nothing else is touched."""
+    report: dict[str, list[str]] = {"branches": []}
     run_git(["worktree", "prune"], repo, check=False)
-    pattern = re.compile(re.escape(prefix) + r"\d+")
-    for tree in list_worktrees(repo):
-        if _same_path(tree.path, repo) or not _inside(tree.path, worktrees_dir):
-            continue
-        if pattern.fullmatch(tree.path.name) and tree.branch:
-            release_worktree(tree.path)
-            report["detached"].append(str(tree.path))
     keep = set(keep_branches)
     for branch in merged_task_branches(repo, base):
         if branch not in keep and delete_branch(repo, branch):
@@ -389,24 +314,3 @@ def merged_task_branches(repo: Path, base: str) -> list[str]:
         repo,
     )
     return [line.strip() for line in out.splitlines() if line.strip()]
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except (ValueError, OSError):
-        return False
-
-
-def remove_tree(path: Path) -> None:
-    """shutil.rmtree that also removes read-only files (git objects on Windows)."""
-
-    def on_error(func: Callable[..., Any], target: str, _info: Any) -> None:
-        Path(target).chmod(stat.S_IWRITE)
-        func(target)
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=on_error)
-    else:
-        shutil.rmtree(path, onerror=on_error)

@@ -1,9 +1,11 @@
 """The integration worktree, and moving the base branch without touching the user's files.
 
-Merges, rebases and the test gate run in ``.dispatch/integration``: a worktree with a detached
-HEAD that nothing else checks out, so the user's checkout is never the place where a merge
-happens and is never left mid-merge. A merge that stops on a conflict is aborted, and the tree
-is checked (no MERGE_HEAD, no rebase state, no changed or stray file) before anything else runs.
+Merges, rebases and the test gate run in ``.dispatch/integration``: a private clone (see
+``clones.py``) with a detached HEAD, so the user's checkout is never the place where a merge
+happens and is never left mid-merge, and the test command (code a worker wrote) cannot reach
+the user's refs, config or hooks. A merge that stops on a conflict is aborted, and the tree is
+checked (no MERGE_HEAD, no rebase state, no changed or stray file) before anything else runs.
+A merge reaches the user's repository only once every gate passed (:meth:`publish`).
 
 The base branch then moves with a compare-and-swap from the tip the merge was made on
 (:func:`advance`). When a checkout that is not ours has the base branch checked out, the move
@@ -17,14 +19,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import stat
-import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from . import checkout_journal
+from .clones import TamperedClone, ceiling_env, clone_at
 from .errors import GitError
 from .gitcmd import run_git
 from .test_gate import GateResult, run_test_command
@@ -85,12 +85,39 @@ def blocked_reason(base: str, checkout: Path, stderr: str) -> str:
     if parts:
         return (
             f"{base} cannot move forward: your checkout {checkout} has {' and '.join(parts)} "
-            "that the merge would overwrite; commit, stash or move them and the merge "
-            "goes ahead by itself"
+            "that the merge would overwrite"
         )
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     detail = lines[0] if lines else "git refused without saying why"
     return f"{base} cannot move forward in your checkout {checkout}: {detail}"
+
+
+_LOCK_FILE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
+
+
+def foreign_lock(stderr: str) -> str | None:
+    """The lock file git named when it refused because one exists, or None."""
+    found = _LOCK_FILE.search(stderr)
+    return found.group(1) if found else None
+
+
+def lock_steps(lock: str, repo: Path) -> list[str]:
+    """What a person does about a lock file in their repository that is not ours: it is
+    never removed by localdispatch, since a git command of theirs may be holding it."""
+    return [
+        f"make sure no git command is running in {repo} (an editor's git, a terminal)",
+        f"then delete the stale lock file: {lock}",
+        "the merge is retried by a running dispatcher; or run the dispatcher again",
+    ]
+
+
+def checkout_steps(checkout: Path, stderr: str) -> list[str]:
+    files = blocked_files(stderr)
+    named = names([*files.get("changed", []), *files.get("untracked", [])]) or "the files"
+    return [
+        f"in {checkout}: commit, stash or move {named}",
+        "the merge goes ahead by itself while a dispatcher runs; or run the dispatcher again",
+    ]
 
 
 def names(files: list[str], limit: int = 8) -> str:
@@ -141,40 +168,51 @@ class MergeStep:
 
 
 class IntegrationTree:
-    """The worktree where merges, rebases and the test gate happen.
+    """The private clone where merges, rebases and the test gate happen.
 
     ``_head`` is what HEAD is known to be with a clean tree, so a merge that follows another
     needs no reset; None means unknown (first use, after a test run or a failure): reset and
-    clean before the next use.
+    clean before the next use. ``_secured`` is False once untrusted code (the test command)
+    has run in it: the clone is checked and its git settings rewritten before the next use.
     """
 
-    def __init__(self, repo: Path, path: Path, git_args: list[str]) -> None:
+    def __init__(
+        self, repo: Path, path: Path, git_args: list[str], exclude: Sequence[str] = ()
+    ) -> None:
         self.repo = repo
         self.path = path
         self.git_args = git_args
+        self.clone = clone_at(repo, path, exclude)
         self.gitdir: Path | None = None
         self._head: str | None = None
+        self._secured = False
 
     def ensure(self, base_sha: str) -> Path:
-        if self.gitdir is not None and self.path.is_dir():
-            return self.gitdir
-        self._head = None
-        if self.path.exists():
-            probe = run_git(
-                ["rev-parse", "--absolute-git-dir", "--show-toplevel"], self.path, check=False
-            )
-            lines = probe.stdout.splitlines()
-            if probe.returncode == 0 and len(lines) == 2 and same_path(Path(lines[1]), self.path):
-                self.gitdir = Path(lines[0])
-                self._recover()
-                return self.gitdir
-            log.warning("%s is not a usable worktree any more; recreating it", self.path)
-            _remove_tree(self.path)
-        run_git(["worktree", "prune"], self.repo)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        run_git(["worktree", "add", "--detach", "--force", str(self.path), base_sha], self.repo)
-        self.gitdir = Path(run_git(["rev-parse", "--absolute-git-dir"], self.path).stdout.strip())
+        if not self._secured:
+            self._head = None
+            try:
+                self.clone.secure()
+            except TamperedClone as exc:  # discarded already: the next secure makes it anew
+                log.warning("%s", exc)
+                self.clone.secure()
+            self._secured = True
+            self.gitdir = self.clone.git_dir
+            self._recover()
+        assert self.gitdir is not None
         return self.gitdir
+
+    def check_after_untrusted(self) -> None:
+        """After the test command ran here: TamperedClone if it left the clone unsafe."""
+        self._secured = False
+        self._head = None
+        self.clone.secure()
+        self._secured = True
+
+    def publish(self, commit: str) -> None:
+        """Copy ``commit`` (and what it needs) into the user's repository, writing no ref
+        there: the base branch moves to it separately, by compare-and-swap."""
+        self.clone.set_branch("localdispatch-merge", commit)
+        self.clone.publish("refs/heads/localdispatch-merge", None)
 
     def _recover(self) -> None:
         """Clear what a process killed mid-rebase left behind (a reset clears a merge)."""
@@ -188,9 +226,11 @@ class IntegrationTree:
     def reset(self, sha: str) -> None:
         if self._head == sha:
             return
-        run_git(["reset", "--hard", "-q", sha], self.path)
-        if self._head is None:
+        if self._head is None:  # unknown: HEAD may even be a branch in a new clone
+            run_git(["checkout", "--force", "--quiet", "--detach", sha], self.path)
             run_git(["clean", "-ffdxq"], self.path)
+        else:
+            run_git(["reset", "--hard", "-q", sha], self.path)
         self._head = sha
 
     def read_head(self) -> str:
@@ -269,20 +309,15 @@ class IntegrationTree:
 
     def run_gate(self, argv: list[str], timeout: float, log_path: Path) -> GateResult:
         self._head = None  # the command may leave files behind
-        return run_test_command(argv, self.path, timeout=timeout, log_path=log_path)
-
-
-def _remove_tree(path: Path) -> None:
-    """Delete a folder of ours, read-only files included (git makes some on Windows)."""
-
-    def on_error(func: Callable[..., Any], target: str, _info: Any) -> None:
-        Path(target).chmod(stat.S_IWRITE | stat.S_IREAD)
-        func(target)
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=on_error)
-    else:
-        shutil.rmtree(path, onerror=on_error)
+        self._secured = False  # and may write into the clone's .git
+        return run_test_command(
+            argv,
+            self.path,
+            timeout=timeout,
+            log_path=log_path,
+            repo=self.repo,
+            env=ceiling_env(self.path, self.repo),
+        )
 
 
 @dataclass(frozen=True)
@@ -291,13 +326,14 @@ class Advance:
     base_moved: bool = False  # the base is no longer at the old tip: redo the merge
     reason: str = ""  # why it cannot move yet
     trees: tuple[Worktree, ...] = ()
+    steps: tuple[str, ...] = ()  # what a person must do first (empty: it moves by itself)
 
 
 def list_worktrees(repo: Path) -> list[Worktree]:
     return parse_worktrees(run_git(["worktree", "list", "--porcelain"], repo).stdout)
 
 
-def advance(repo: Path, base: str, old: str, new: str, ours: Path) -> Advance:
+def advance(repo: Path, base: str, old: str, new: str, ours: Path, journal: Path) -> Advance:
     """Move ``refs/heads/<base>`` from ``old`` to ``new`` if every checkout can follow.
 
     ``ours`` (the integration worktree) is not a checkout that has to follow. The result says
@@ -305,6 +341,11 @@ def advance(repo: Path, base: str, old: str, new: str, ours: Path) -> Advance:
     cannot move yet; it also carries the worktree list, which callers reuse.
     """
     trees = list_worktrees(repo)
+    settled = checkout_journal.settle(journal, repo)  # an update a crash cut off, if any
+    if settled.state == "person":
+        return Advance(False, reason=settled.reason, trees=tuple(trees), steps=settled.steps)
+    if settled.state == "finished":
+        return Advance(False, base_moved=True, trees=tuple(trees))  # merge onto the new tip
     if old == new:
         return Advance(moved=True, trees=tuple(trees))
     ref = f"refs/heads/{base}"
@@ -313,18 +354,44 @@ def advance(repo: Path, base: str, old: str, new: str, ours: Path) -> Advance:
     ]
     busy = rebasing(trees, ref)
     if busy is not None:
-        reason = f"{base} cannot move forward: a rebase of it is in progress in {busy}; "
-        return Advance(False, reason=reason + "finish or abort it", trees=tuple(trees))
+        reason = f"{base} cannot move forward: a rebase of it is in progress in {busy}"
+        steps = (f"finish or abort the rebase in {busy} (git rebase --continue or --abort)",)
+        return Advance(False, reason=reason, trees=tuple(trees), steps=steps)
     if len(holders) > 1:
         where = ", ".join(str(t.path) for t in holders)
         reason = f"{base} cannot move forward: it is checked out in several places ({where})"
-        return Advance(False, reason=reason, trees=tuple(trees))
+        steps = (f"switch all but one of {where} to another branch",)
+        return Advance(False, reason=reason, trees=tuple(trees), steps=steps)
     if not holders:
         cas = run_git(
             ["update-ref", "-m", "localdispatch: merge", ref, new, old], repo, check=False
         )
-        return Advance(cas.returncode == 0, base_moved=cas.returncode != 0, trees=tuple(trees))
-    return _follow(repo, base, holders[0].path, old, new, trees)
+        if cas.returncode == 0:
+            return Advance(True, trees=tuple(trees))
+        return _refused(repo, base, old, cas.stderr, trees)
+    update = checkout_journal.CheckoutUpdate(str(holders[0].path), base, old, new)
+    checkout_journal.begin(journal, update)
+    try:
+        return _follow(repo, base, holders[0].path, old, new, trees)
+    finally:
+        checkout_journal.end(journal)  # a crash skips this: settle() then finds the journal
+
+
+def _refused(repo: Path, base: str, old: str, stderr: str, trees: list[Worktree]) -> Advance:
+    """Why a move of the base failed: a lock file that is not ours (a person must look), or
+    the base moved meanwhile (redo the merge)."""
+    lock = foreign_lock(stderr)
+    if lock is not None:
+        reason = f"{base} cannot move forward: git found the lock file {lock}"
+        steps = tuple(lock_steps(lock, repo))
+        return Advance(False, reason=reason, trees=tuple(trees), steps=steps)
+    now = run_git(["rev-parse", "--verify", "-q", f"refs/heads/{base}"], repo, check=False)
+    if now.stdout.strip() != old:
+        return Advance(False, base_moved=True, trees=tuple(trees))
+    detail = stderr.strip().splitlines()
+    reason = f"{base} cannot move forward: {detail[-1] if detail else 'git refused'}"
+    steps = (f"see why git refuses to update {base} in {repo}, then run the dispatcher again",)
+    return Advance(False, reason=reason, trees=tuple(trees), steps=steps)
 
 
 def _follow(
@@ -340,8 +407,12 @@ def _follow(
     )
     if result.returncode == 0:
         return Advance(True, trees=tuple(trees))
+    stderr = result.stderr or result.stdout
+    if foreign_lock(stderr) is not None:
+        return _refused(repo, base, old, stderr, trees)
     now = run_git(["rev-parse", "--verify", "-q", f"refs/heads/{base}"], repo, check=False)
     if now.stdout.strip() != old:
         return Advance(False, base_moved=True, trees=tuple(trees))
-    reason = blocked_reason(base, checkout, result.stderr or result.stdout)
-    return Advance(False, reason=reason, trees=tuple(trees))
+    reason = blocked_reason(base, checkout, stderr)
+    steps = tuple(checkout_steps(checkout, stderr))
+    return Advance(False, reason=reason, trees=tuple(trees), steps=steps)

@@ -53,6 +53,16 @@ class Layout:
     def pending_merges(self) -> Path:
         return self.state / "pending_merges.json"
 
+    @property
+    def checkout_journal(self) -> Path:
+        """The journal of an update of the user's checkout (see checkout_journal.py)."""
+        return self.state / "checkout_update.json"
+
+    @property
+    def integration(self) -> Path:
+        """The private clone where merges and the test gate run."""
+        return self.state / "integration"
+
     def slot_worktree(self, slot: int) -> Path:
         return self.worktrees / f"{self.worktree_prefix}{slot}"
 

@@ -4,13 +4,10 @@ The dispatcher's loop must stay free to refill slots the moment a worker exits; 
 its test gate) can take much longer. ``MergeRunner`` owns one ``MergeQueue`` (with its own
 store handle, whose cache is not shared across threads), runs jobs one at a time in order, and
 posts each result to the loop's wake-up queue as ``(kind, payload, result, error, done_at)``.
-The merge queue module is imported lazily, so the dispatcher works (without merging) in a
-build that lacks it.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import queue
 import threading
@@ -18,20 +15,12 @@ import time
 from typing import Any
 
 from .config import Config
-from .errors import DispatchError
 from .events import EventLog
 from .layout import Layout
+from .merging import MergeQueue
 from .store import open_store
 
 log = logging.getLogger(__name__)
-
-
-def merge_queue_class() -> Any | None:
-    """``localdispatch.merging.MergeQueue``, or None while that module is not installed."""
-    try:
-        return importlib.import_module("localdispatch.merging").MergeQueue
-    except (ImportError, AttributeError):
-        return None
 
 
 class MergeRunner:
@@ -60,7 +49,7 @@ class MergeRunner:
         self._thread.join(wait)
 
     def _run(self) -> None:
-        merge_queue = None
+        merge_queue: MergeQueue | None = None
         while (job := self._jobs.get()) is not None:
             kind, payload = job
             try:
@@ -77,9 +66,6 @@ class MergeRunner:
                 with self._lock:
                     self._outstanding -= 1
 
-    def _make_queue(self) -> Any:
-        cls = merge_queue_class()
-        if cls is None:
-            raise DispatchError("The merge queue (localdispatch.merging) is not installed.")
+    def _make_queue(self) -> MergeQueue:
         store = open_store(self._config, self._layout)
-        return cls(self._config, self._layout, store, EventLog(self._layout.events))
+        return MergeQueue(self._config, self._layout, store, EventLog(self._layout.events))

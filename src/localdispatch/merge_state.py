@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,13 +35,14 @@ from .atomicfile import write_atomic
 from .config import Config
 from .errors import LockBusy, StoreError, TaskNotFound
 from .events import EventLog
+from .layout import Layout
 from .store import TaskDraft, TaskStore
 from .tasks import ACTIVE, Task, now_iso
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-OutcomeStatus = Literal["merged", "conflict", "rejected", "waiting", "failed"]
+OutcomeStatus = Literal["merged", "conflict", "rejected", "waiting", "failed", "dropped"]
 EntryState = Literal["merging", "conflict", "waiting"]
 ENTRY_STATES: tuple[str, ...] = ("merging", "conflict", "waiting")
 
@@ -56,6 +57,7 @@ class MergeOutcome:
     message: str
     commit: str | None = None
     conflict_task_id: str | None = None
+    person: bool = False  # only a person can move it on (see PendingMerge.person)
 
 
 @dataclass
@@ -72,6 +74,10 @@ class PendingMerge:
     branch_commit: str | None = None
     merged_commit: str | None = None
     files: list[str] = field(default_factory=list)
+    # True when only a person can move it on (a conflict no worker resolved, a change in the
+    # user's checkout, a lock file that is not ours); ``steps`` say exactly what to do.
+    person: bool = False
+    steps: list[str] = field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
         """The dict ``--status`` shows: task, branch, reason, since, and the details."""
@@ -104,6 +110,11 @@ class MergeBook:
     def count_failure(self, task_id: str) -> int:
         self.attempts[task_id] = self.attempts.get(task_id, 0) + 1
         return self.attempts[task_id]
+
+
+def merge_state_of(layout: Layout) -> MergeState:
+    """The pending_merges.json of ``layout``, with its lock."""
+    return MergeState(layout.pending_merges, layout.locks / "pending_merges.lock")
 
 
 class MergeState:
@@ -184,7 +195,7 @@ def parse_book(raw: str, path: Path) -> MergeBook:
 
 # ---- what to do with one pending entry (pure) ------------------------------------------
 
-Action = Literal["skip", "retry", "check_merged", "create_task", "fail", "drop"]
+Action = Literal["skip", "retry", "check_merged", "create_task", "fail", "drop", "person"]
 
 
 @dataclass(frozen=True)
@@ -208,16 +219,35 @@ def next_step(
         return Step("drop", f"task {entry.task} is {original.status} now")
     if entry.state in ("merging", "waiting"):
         return Step("retry")
-    if entry.conflict_task is None:
+    if entry.conflict_task is None or conflict is None:  # none yet, or deleted: (re)create
         return Step("create_task")
-    if conflict is None:
-        return Step("fail", f"its conflict task {entry.conflict_task} no longer exists")
     if conflict.status == "done":
         return Step("retry" if auto_retry else "check_merged")
-    if conflict.status in ("failed", "cancelled"):
+    if conflict.status == "cancelled":
         why = f": {conflict.closed_reason}" if conflict.closed_reason else ""
-        return Step("fail", f"its conflict task {conflict.id} was {conflict.status}{why}")
+        return Step("fail", f"its conflict task {conflict.id} was cancelled{why}")
+    if conflict.status == "failed":
+        # No worker could resolve it: the branch waits for a person, never thrown away.
+        reason = (
+            f"no worker could resolve the conflict of {entry.branch} ({conflict.id} "
+            f"failed{': ' + conflict.closed_reason if conflict.closed_reason else ''})"
+        )
+        return Step("person", reason)
     return Step("skip")
+
+
+def resolve_steps(entry: PendingMerge, conflict_id: str, base: str) -> list[str]:
+    """The exact commands a person runs to resolve a conflict the workers could not."""
+    folder = f"../resolve-{conflict_id}"
+    files = " ".join(entry.files) or "<the conflicting files>"
+    return [
+        f"git worktree add {folder} {entry.branch}",
+        f"cd {folder} && git merge {base}   (conflicts in: {files})",
+        "fix the conflicts, then: git add -A && git commit --no-edit",
+        f"localdispatch tasks close {conflict_id}   (the merge is retried; {entry.task} "
+        f"is done once it lands; afterwards: git worktree remove {folder})",
+        f"or, to give it to a worker again: localdispatch tasks reopen {conflict_id}",
+    ]
 
 
 # ---- conflict tasks (pure) -----------------------------------------------------------
@@ -358,7 +388,7 @@ class MergeRecords:
         )
         log.warning("task %s: %s not merged: %s", task.id, branch, reason)
         if failures >= self.config.max_merge_attempts:
-            return self.failed(task, branch, f"{reason} ({failures} failed merges)")
+            return self.failed(task, branch, f"{reason} ({failures} failed merges){detail}")
         message = f"{branch} was not merged: {reason}{detail}"
         return MergeOutcome(task.id, branch, "rejected", message)
 
@@ -372,18 +402,68 @@ class MergeRecords:
         log.warning("task %s: %s", task.id, message)
         return MergeOutcome(task.id, branch, "failed", message)
 
-    def waiting(self, task: Task, branch: str, reason: str, *shas: str | None) -> MergeOutcome:
-        """Pending until the base can move; ``shas``: base, branch and the tested merge."""
+    def waiting(
+        self,
+        task: Task,
+        branch: str,
+        reason: str,
+        *shas: str | None,
+        steps: Sequence[str] = (),
+    ) -> MergeOutcome:
+        """Pending until the base can move; ``shas``: base, branch and the tested merge.
+
+        With ``steps`` only a person can move it on, and they say how: a dispatcher run with
+        --until-idle stops waiting for it and names it in its summary.
+        """
         base_sha, branch_sha, merged = (*shas, None, None, None)[:3]
         entry = PendingMerge(task.id, branch, "waiting", reason, now_iso())
         entry.base_commit, entry.branch_commit, entry.merged_commit = base_sha, branch_sha, merged
+        entry.person, entry.steps = bool(steps), list(steps)
         with self.state.edit() as book:
             old = book.entry(task.id)
             book.put(entry)
         if old is None or old.state != "waiting" or old.reason != reason:
-            self.events.emit("merge_waiting", task=task.id, branch=branch, reason=reason)
+            event = "merge_needs_person" if steps else "merge_waiting"
+            self.events.emit(event, task=task.id, branch=branch, reason=reason, steps=list(steps))
             log.warning("task %s: %s waits: %s", task.id, branch, reason)
-        return MergeOutcome(task.id, branch, "waiting", reason)
+        return MergeOutcome(task.id, branch, "waiting", reason, person=bool(steps))
+
+    def set_person(
+        self, entry: PendingMerge, reason: str | None, steps: Sequence[str] = ()
+    ) -> None:
+        """Mark a conflict entry as waiting for a person (``reason``), or as not any more
+        (None: its conflict task is back with a worker). The event is written once."""
+        with self.state.edit() as book:
+            current = book.entry(entry.task)
+            if current is None or (current.person == bool(reason) and current.reason == reason):
+                return
+            current.person, current.steps = bool(reason), list(steps)
+            if reason:
+                current.reason = reason
+        if reason:
+            self.events.emit(
+                "merge_needs_person",
+                task=entry.task,
+                branch=entry.branch,
+                reason=reason,
+                steps=list(steps),
+            )
+
+    def dropped_by_user(self, task: Task, branch: str) -> MergeOutcome:
+        """The task was closed, cancelled or reopened by a person while its merge ran."""
+        current = self.store.get(task.id).status if self._exists(task.id) else "deleted"
+        reason = f"not merged: task {task.id} is {current} now (a person's word wins)"
+        with self.state.edit() as book:
+            book.drop(task.id)
+        self.events.emit("merge_dropped", task=task.id, branch=branch, reason=reason)
+        return MergeOutcome(task.id, branch, "dropped", reason)
+
+    def _exists(self, task_id: str) -> bool:
+        try:
+            self.store.get(task_id)
+        except TaskNotFound:
+            return False
+        return True
 
     def dropped(self, entry: PendingMerge, reason: str) -> None:
         with self.state.edit() as book:

@@ -4,13 +4,14 @@ One merge, under the merge slot (a ``filelock`` lock in .dispatch/locks that the
 system releases if its holder dies):
 
 1. read the tips of the base branch and the task branch;
-2. path gate: the files the branch changed (``git diff --name-only base...branch``) against
-   the protected patterns;
-3. merge the branch into the base tip in the integration worktree (.dispatch/integration, a
-   detached HEAD that nothing else uses; never the user's checkout). A conflict is aborted and
-   checked away; with ``on_conflict: "auto_rebase"`` a rebase is tried first; otherwise a
-   conflict task is created and the branch waits in pending_merges.json;
-4. test gate on the merged tree;
+2. merge the branch into the base tip in the integration tree (.dispatch/integration, a private
+   clone with a detached HEAD; never the user's checkout). A conflict is aborted and checked
+   away; with ``on_conflict: "auto_rebase"`` a rebase is tried first; otherwise a conflict
+   task is created and the branch waits in pending_merges.json;
+3. the gates on exactly what would land, base tip against merge (``gates.py``): protected
+   paths and state files, a .gitignore that would expose state, the sanity gate;
+4. test gate on the merged tree; then the merge commit is fetched into the user's repository
+   (nothing of an unapproved merge ever is);
 5. move the base branch from the old tip to the merge, as a compare-and-swap. If a checkout
    that is not ours has the base branch checked out, the move is ``git merge --ff-only`` *in
    that checkout*: git moves the branch and the files together and refuses when a local
@@ -30,9 +31,11 @@ from contextlib import contextmanager
 
 from filelock import FileLock, Timeout
 
+from .clones import TamperedClone
 from .config import Config
-from .errors import DispatchError, GitError
+from .errors import DispatchError, GitError, TaskNotFound
 from .events import EventLog
+from .gates import refusal, state_samples
 from .gitcmd import commit_args, run_git
 from .integration import (
     Advance,
@@ -40,21 +43,24 @@ from .integration import (
     Worktree,
     advance,
     checked_out,
+    foreign_lock,
     list_worktrees,
+    lock_steps,
 )
 from .layout import Layout, ensure_state_ignored, protected_patterns
 from .merge_state import (
     MergeOutcome,
     MergeRecords,
-    MergeState,
     PendingMerge,
     Step,
+    merge_state_of,
     next_step,
+    resolve_steps,
     tested_merge,
 )
 from .store import TaskStore
 from .tasks import Task, by_id, now_iso
-from .test_gate import GateResult, PathGate, describe_hits
+from .test_gate import GateResult, PathGate
 
 __all__ = ["MergeOutcome", "MergeQueue"]
 
@@ -86,13 +92,14 @@ class MergeQueue:
         self.store = store
         self.events = events
         self.base = config.branch
-        self.state = MergeState(layout.pending_merges, layout.locks / "pending_merges.lock")
+        self.state = merge_state_of(layout)
         self.records = MergeRecords(config, store, events, self.state)
         self.path_gate = PathGate(protected_patterns(config, layout))
+        self.state_samples = state_samples(layout.ignore_patterns())
         # Long enough to wait behind the longest merge another process may be doing.
         self.slot_timeout = config.test_timeout_secs + 120.0
         self.slot_path = layout.locks / "merge_slot.lock"
-        self.integration_path = layout.state / "integration"
+        self.integration_path = layout.integration
         self._slot_lock = FileLock(str(self.slot_path))
         self._thread_lock = threading.RLock()
         self._tree: IntegrationTree | None = None
@@ -119,7 +126,8 @@ class MergeQueue:
         book = self.state.read()
         if not book.pending and not book.delete_later:
             return []
-        if not book.delete_later and not any(s.action != "skip" for _, s in self._plan()):
+        plan = self._plan()
+        if not book.delete_later and not any(s.action != "skip" or e.person for e, s in plan):
             return []
         outcomes: list[MergeOutcome] = []
         with self.slot() as held:
@@ -172,7 +180,14 @@ class MergeQueue:
             self.events.emit("merge_error", task=task.id, branch=branch, error=str(exc))
             if self._tree is not None:
                 self._tree.forget()
-            outcome = self.records.waiting(task, branch, f"the merge stopped on an error: {exc}")
+            lock = foreign_lock(str(exc))
+            steps = (
+                lock_steps(lock, self.layout.repo)
+                if lock
+                else [f"fix what the error says, then run the dispatcher again ({exc})"]
+            )
+            reason = f"the merge stopped on an error: {exc}"
+            outcome = self.records.waiting(task, branch, reason, steps=steps)
         log.info(
             "task %s: %s %s in %.0f ms",
             task.id,
@@ -194,36 +209,64 @@ class MergeQueue:
             if isinstance(made, MergeOutcome):
                 return made
             merged, branch_sha, note = made
+            if self._overruled(task):
+                return self.records.dropped_by_user(task, branch)
             advance = self._advance(base_sha, merged)
             if advance.base_moved:
                 resume = None  # the user committed meanwhile: merge onto the new tip
                 continue
             if not advance.moved:
-                return self.records.waiting(
-                    task, branch, advance.reason, base_sha, branch_sha, merged
-                )
+                shas = (base_sha, branch_sha, merged)
+                why = advance.reason
+                return self.records.waiting(task, branch, why, *shas, steps=advance.steps)
             return self._finish(task, branch, merged, branch_sha, list(advance.trees), note)
         return self.records.waiting(
             task, branch, f"{self.base} kept moving during {MAX_BASE_RACES} tries"
         )
 
+    def _overruled(self, task: Task) -> bool:
+        """Whether a person closed, cancelled or reopened the task since its merge began:
+        their word wins, so nothing of it lands."""
+        try:
+            return self.store.get(task.id).status != "in_progress"
+        except TaskNotFound:
+            return True
+
     def _make(
         self, task: Task, branch: str, base_sha: str, branch_sha: str
     ) -> tuple[str, str, str] | MergeOutcome:
-        """Path gate, merge (or rebase), test gate: (merge commit, branch tip, note) or the end."""
-        hits = self.path_gate.hits(self._changed_files(base_sha, branch_sha))
-        if hits:
-            return self.records.rejected(
-                task, branch, f"it changes protected paths: {describe_hits(hits)}"
-            )
+        """Merge (or rebase), the gates on what would land, the test gate, and only then
+        the merge into the user's repository: (merge commit, branch tip, note) or the end."""
         made = self._merge_or_rebase(task, branch, base_sha, branch_sha)
-        if isinstance(made, MergeOutcome) or made[0] == base_sha:  # ended, or already merged
+        if isinstance(made, MergeOutcome):
             return made
-        gate = self._run_gate(task, branch, made[0])
-        if gate is not None and not gate.passed:
-            tail = f"\nEnd of the test output ({gate.log_path}):\n{gate.tail}"
-            return self.records.rejected(task, branch, gate.summary, detail=tail)
-        return made
+        merged, rebased_tip, note = made
+        if merged == base_sha:  # already merged: nothing to judge
+            return merged, branch_sha, note
+        assert self._tree is not None
+        why = refusal(
+            self._tree.path,
+            base_sha,
+            merged,
+            path_gate=self.path_gate,
+            samples=self.state_samples,
+            sanity=self.config.sanity_gate,
+        )
+        if why is not None:
+            return self.records.rejected(task, branch, why)
+        gate = self._run_gate(task, branch, merged)
+        if gate is not None:
+            try:
+                self._tree.check_after_untrusted()
+            except TamperedClone as exc:
+                return self.records.rejected(task, branch, f"its test run tampered with git: {exc}")
+            if not gate.passed:
+                tail = f"\nEnd of the test output ({gate.log_path}):\n{gate.tail}"
+                return self.records.rejected(task, branch, gate.summary, detail=tail)
+        self._tree.publish(merged)
+        if rebased_tip is not None:
+            branch_sha = self._point_branch(branch, branch_sha, rebased_tip)
+        return merged, branch_sha, note
 
     def _tips(self, branch: str) -> tuple[str, str | None]:
         base_ref, branch_ref = f"refs/heads/{self.base}", f"refs/heads/{branch}"
@@ -244,29 +287,23 @@ class MergeQueue:
         return tips[base_ref], tips.get(branch_ref)
 
     def _advance(self, old: str, new: str) -> Advance:
-        return advance(self.layout.repo, self.base, old, new, self.integration_path)
-
-    def _changed_files(self, base_sha: str, branch_sha: str) -> list[str]:
-        # --no-renames: a renamed protected file must show up under its old name too.
-        out = run_git(
-            ["diff", "--name-only", "--no-renames", "-z", f"{base_sha}...{branch_sha}"],
-            self.layout.repo,
-        ).stdout
-        return [name for name in out.split("\0") if name]
+        journal = self.layout.checkout_journal
+        return advance(self.layout.repo, self.base, old, new, self.integration_path, journal)
 
     def _integration(self, base_sha: str) -> IntegrationTree:
         if self._tree is None:
             ensure_state_ignored(self.layout)
-            git_args = ["-c", f"core.hooksPath={self.layout.state / 'no-hooks'}"]
-            git_args += ["-c", "rerere.enabled=false", *commit_args(self.layout.repo)]
-            self._tree = IntegrationTree(self.layout.repo, self.integration_path, git_args)
+            git_args = ["-c", "rerere.enabled=false", *commit_args(self.layout.repo)]
+            self._tree = IntegrationTree(
+                self.layout.repo, self.integration_path, git_args, self.layout.ignore_patterns()
+            )
         self._tree.ensure(base_sha)
         return self._tree
 
     def _merge_or_rebase(
         self, task: Task, branch: str, base_sha: str, branch_sha: str
-    ) -> tuple[str, str, str] | MergeOutcome:
-        """(merge commit, branch tip, note) or the outcome that ends this merge."""
+    ) -> tuple[str, str | None, str] | MergeOutcome:
+        """(merge commit, rebased branch tip or None, note) or the outcome that ends it."""
         tree = self._integration(base_sha)
         tree.reset(base_sha)
         message = f"Merge {branch} ({task.id}: {task.title[:60]})"
@@ -277,7 +314,7 @@ class MergeQueue:
             tree.reset(base_sha)
             step = tree.merge(branch_sha, message, base_sha)
         if step.head is not None:
-            return step.head, branch_sha, ""
+            return step.head, None, ""
         if step.error is not None:
             return self.records.rejected(
                 task, branch, f"git could not merge {branch}: {step.error}"
@@ -296,7 +333,7 @@ class MergeQueue:
         base_sha: str,
         branch_sha: str,
         message: str,
-    ) -> tuple[str, str, str] | None:
+    ) -> tuple[str, str | None, str] | None:
         new_tip = tree.rebase(branch_sha, base_sha)
         ok = new_tip is not None
         self.events.emit("merge_rebase", task=task.id, branch=branch, ok=ok, base_commit=base_sha)
@@ -307,13 +344,16 @@ class MergeQueue:
         step = tree.merge(new_tip, message, base_sha)
         if step.head is None:
             return None
-        if not checked_out(branch, list_worktrees(self.layout.repo)):
-            # Point the branch at its rebased commits so it reads as merged; a branch that a
-            # worktree has checked out is left alone (moving it would dirty that worktree).
-            cas = ["update-ref", f"refs/heads/{branch}", new_tip, branch_sha]
-            if run_git(cas, self.layout.repo, check=False).returncode == 0:
-                branch_sha = new_tip
-        return step.head, branch_sha, f" after rebasing it onto {base_sha[:12]}"
+        return step.head, new_tip, f" after rebasing it onto {base_sha[:12]}"
+
+    def _point_branch(self, branch: str, old: str, new: str) -> str:
+        """Point the branch at its rebased commits (published with the merge) so it reads as
+        merged; a branch that a worktree has checked out is left alone (moving it would dirty
+        that worktree). Returns where the branch now is."""
+        if checked_out(branch, list_worktrees(self.layout.repo)):
+            return old
+        cas = ["update-ref", f"refs/heads/{branch}", new, old]
+        return new if run_git(cas, self.layout.repo, check=False).returncode == 0 else old
 
     def _run_gate(self, task: Task, branch: str, merged: str) -> GateResult | None:
         argv = self.config.test_argv()
@@ -371,6 +411,8 @@ class MergeQueue:
 
     def _act(self, entry: PendingMerge, step: Step) -> MergeOutcome | None:
         if step.action == "skip":
+            if entry.person:  # its conflict task went back to a worker
+                self.records.set_person(entry, None)
             return None
         if step.action == "drop":
             self.records.dropped(entry, step.reason)
@@ -385,6 +427,10 @@ class MergeQueue:
             )
         if step.action == "check_merged":
             return self._merged_by_hand(task, entry)
+        if step.action == "person":
+            steps = resolve_steps(entry, entry.conflict_task or "", self.base)
+            self.records.set_person(entry, step.reason, steps)
+            return None
         if entry.state == "conflict":
             self.events.emit(
                 "merge_retry", task=task.id, branch=entry.branch, conflict_task=entry.conflict_task

@@ -9,20 +9,22 @@ dispatcher drives the steps (it owns the merges a verdict may start); this modul
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import gitops
-from .attempts import Emit, collect_commits, find_accidental
+from . import checkout_journal, gitops
+from .attempts import Emit, Findings, examine, report_accidental
+from .clones import remove_stale_locks
 from .config import Config
 from .dispatch_state import RunRecord
 from .events import EventLog
 from .layout import Layout
-from .merge_runner import merge_queue_class
+from .merging import MergeQueue
 from .store import TaskStore
 from .supervisor import ProcessKey, find_process, kill_tree, marked_processes, repo_marker
 from .tasks import Task
-from .workers import Verdict, judge
+from .workers import Verdict, find_accidental_files, judge
 
 
 class Recovery:
@@ -33,8 +35,6 @@ class Recovery:
     ) -> None:
         self.config, self.layout, self.store = config, layout, store
         self.events, self.emit = events, emit
-        # Slots whose worktree still holds a branch after its commits were collected.
-        self.vacated: set[int] = set()
 
     def kill_leftovers(self, records: list[RunRecord]) -> None:
         """Kill the earlier run's workers: first each recorded tree, then any process that
@@ -59,41 +59,66 @@ class Recovery:
             pids = kill_tree(None, grace=grace, known=strays)
             self.emit("kill", pids=pids, reason="worker processes of an earlier run")
 
+    def clear_stale_locks(self) -> None:
+        """git lock files that the killed run left in the trees it owns (slots, integration):
+        with its processes gone, nothing can hold them, and git would refuse to work there."""
+        pattern = re.compile(re.escape(self.layout.worktree_prefix) + r"\d+")
+        trees = [self.layout.integration]
+        if self.layout.worktrees.is_dir():
+            trees += [p for p in self.layout.worktrees.iterdir() if pattern.fullmatch(p.name)]
+        for tree in trees:
+            git_dir = tree / ".git"
+            if git_dir.is_dir() and not git_dir.is_symlink():
+                removed = remove_stale_locks(git_dir)
+                if removed:
+                    self.emit("stale_lock_removed", paths=removed, reason="left by a killed run")
+
+    def settle_checkout_update(self) -> None:
+        """An update of the user's checkout that the crash cut off: finish it, or say why not."""
+        settled = checkout_journal.settle(self.layout.checkout_journal, self.layout.repo)
+        if settled.removed:
+            self.emit("stale_lock_removed", paths=list(settled.removed), reason="ours")
+        if settled.state == "finished":
+            self.emit("checkout_update_finished", reason="interrupted by a crash")
+        elif settled.state == "person":
+            self.emit("checkout_update_stuck", reason=settled.reason, steps=list(settled.steps))
+
     def pending_task_ids(self) -> set[str]:
         """Tasks waiting in the merge queue: theirs are settled by the queue, not here."""
-        cls = merge_queue_class()
-        if cls is None:
-            return set()
-        merge_queue = cls(self.config, self.layout, self.store, self.events)
+        merge_queue = MergeQueue(self.config, self.layout, self.store, self.events)
         return set(merge_queue.pending_task_ids())
 
     def settle(self, record: RunRecord, task: Task) -> Verdict | None:
-        """Judge an attempt the earlier run left by its commits; None when it had none and
-        went back to open."""
+        """Judge an attempt the earlier run left by its commits, exactly as a finished one
+        is judged; None when it had none and went back to open."""
         if record.phase == "running" and Path(record.worktree).exists():
-            self.vacated.add(record.slot)
-            commits = collect_commits(self.layout.repo, record)
-        else:  # its worktree may have been reused since: only the branch counts
+            found = examine(self.layout, record, task, self.emit)
+        else:  # fetched already, and its slot may have been reused since: the branch counts
             commits = gitops.commits_between(self.layout.repo, record.start_commit, record.branch)
-        if not commits:
+            accidental = find_accidental_files(
+                self.layout.repo, record.start_commit, record.branch, task
+            )
+            found = Findings(commits, report_accidental(record, task, accidental, self.emit))
+        if not found.commits and not found.refusal:
             self.put_back(task, "interrupted: the dispatcher stopped while it ran")
             return None
         verdict = judge(
             task,
-            commits=len(commits),
+            commits=len(found.commits),
             timed_out=False,
             exit_code=None,
             timeout_secs=0,
             max_retries=self.config.max_worker_retries,
             auto_merge=self.config.auto_merge_worktrees,
             log_path=record.log,
-            accidental=find_accidental(self.layout.repo, record, task, self.emit),
+            accidental=found.accidental,
+            refusal=found.refusal,
         )
         self.emit(
             "recovered",
             task=task.id,
             branch=record.branch,
-            commits=len(commits),
+            commits=len(found.commits),
             outcome=verdict.outcome,
         )
         return verdict
@@ -109,17 +134,11 @@ class Recovery:
         self.emit("requeue", task=task.id, attempts=task.attempts, reason=reason)
 
     def cleanup_git(self, merging: Iterable[str]) -> None:
-        """Detach slot worktrees and delete fully merged task branches, keeping the branches
-        of open and running tasks and of those being merged."""
+        """Delete fully merged task branches, keeping the branches of open and running tasks
+        and of those being merged."""
         keep = {
             t.branch for t in self.store.all() if t.branch and t.status in ("open", "in_progress")
         }
-        report = gitops.cleanup_stale(
-            self.layout.repo,
-            self.layout.worktrees,
-            self.layout.worktree_prefix,
-            keep | set(merging),
-            self.config.branch,
-        )
+        report = gitops.cleanup_stale(self.layout.repo, keep | set(merging), self.config.branch)
         if any(report.values()):
             self.emit("cleanup", **report)

@@ -29,6 +29,7 @@ from .aider import (
     make_folders_for,
     write_aiderignore,
 )
+from .clones import ceiling_env, clone_at
 from .config import PLACEHOLDERS, Config, is_loopback
 from .dispatch_state import RunRecord
 from .errors import WorkerError
@@ -167,6 +168,31 @@ def worker_env(
     return env
 
 
+def check_worker_program(config: Config) -> None:
+    """Before any work: the worker program must exist (a missing one would fail every task
+    the same way, and is the user's to fix). Relative paths are left to the start, since they
+    are resolved in each worker's tree."""
+    if config.worker_backend == "aider":
+        program, key = config.aider_cmd, "aider_cmd"
+    else:
+        program, key = (config.worker_command or [""])[0], "worker_command"
+    path = Path(program)
+    if path.name == program:
+        found = shutil.which(program) is not None
+    elif path.is_absolute():
+        found = path.is_file()
+    else:
+        return
+    if not found:
+        raise WorkerError(
+            f"The worker program {program!r} ({key} in dispatch_config.json) was not found.",
+            hint="Install it, or set "
+            + (key if key == "aider_cmd" else "worker_command[0]")
+            + " to its full path (see README, Installing Aider beside localdispatch).",
+            key=key,
+        )
+
+
 def model_server_problem(config: Config, layout: Layout) -> str | None:
     """Why Aider workers cannot reach their model server, or None if it answers.
 
@@ -242,10 +268,11 @@ def launch_attempt(
     """
     repo, base = layout.repo, config.branch
     worktree = layout.slot_worktree(slot)
+    clone = clone_at(repo, worktree)
     if task.kind == "conflict":
-        start_commit = gitops.prepare_conflict_worktree(repo, worktree, base, branch)
+        start_commit = gitops.prepare_conflict_slot(clone, base, branch)
     else:
-        start_commit = gitops.prepare_task_worktree(repo, worktree, base, branch)
+        start_commit = gitops.prepare_task_slot(clone, base, branch)
     files = attempt_files(layout, task, attempt)
     suggestions = layout.repo_relative(layout.suggested_tasks)
     if suggestions is not None:
@@ -282,7 +309,7 @@ def launch_attempt(
         cwd=worktree,
         log_path=files.log,
         marker=marker,
-        env=worker_env(config, layout),
+        env={**worker_env(config, layout), **ceiling_env(worktree, repo)},
         on_exit=on_exit,
     )
     record = RunRecord(
@@ -324,6 +351,7 @@ def judge(
     auto_merge: bool,
     log_path: Path | str,
     accidental: Sequence[str] = (),
+    refusal: str | None = None,
 ) -> Verdict:
     """What a finished attempt means. Commits count; the exit code only explains a failure.
 
@@ -331,7 +359,11 @@ def judge(
     are whole edits (Aider commits each one it applies), and the merge queue's checks stand
     between them and the base branch. Commits that add ``accidental`` files (see
     :func:`accidental_files`) make a failed attempt that names them, so they are never merged.
+    A ``refusal`` (the worker tampered with its repository, or said it gave up) makes a
+    failed attempt whatever was committed, with that as its reason.
     """
+    if refusal:
+        return retry_or_fail(task, f"{refusal} (log: {log_path})", max_retries)
     if commits > 0 and accidental and task.kind != "conflict":
         shown = ", ".join(json.dumps(name, ensure_ascii=False) for name in accidental[:5])
         more = f" and {len(accidental) - 5} more" if len(accidental) > 5 else ""

@@ -12,9 +12,10 @@ from types import FrameType
 from typing import Any
 
 from ..demo import Demo, DemoOptions, DemoResult, SplitInfo
+from ..run_summary import format_summary
 from ..testing import demo_project
 from . import common, status_view
-from .dispatch_cmd import format_summary, progress_line
+from .dispatch_cmd import progress_line
 
 
 def register(sub: Any, name: str, help_text: str) -> None:

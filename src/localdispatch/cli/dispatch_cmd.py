@@ -13,11 +13,11 @@ from typing import Any
 from rich.console import Console
 
 from ..dispatch_state import plan_snapshot, status_snapshot
-from ..dispatcher import Dispatcher, RunSummary
+from ..dispatcher import Dispatcher
 from ..errors import UsageError
+from ..run_summary import format_summary
 from ..scheduling import Plan
 from ..store import open_store
-from ..workers import model_server_problem
 from . import common, status_view
 
 
@@ -79,9 +79,6 @@ def _handle(args: argparse.Namespace) -> int:
         else:
             common.write(format_plan(plan, basis))
         return 0
-    problem = model_server_problem(config, layout)
-    if problem:
-        common.info(f"warning: {problem}")
     live = not args.json and not args.plain and status_view.live_capable(sys.stderr)
     dispatcher = Dispatcher(
         config,
@@ -108,10 +105,10 @@ def _handle(args: argparse.Namespace) -> int:
     finally:
         restore()
     if args.json:
-        common.emit_json(vars(summary))
+        common.emit_json(summary.as_dict())
     else:
         common.info(format_summary(summary))
-    return 130 if summary.interrupted else 0
+    return summary.exit_code
 
 
 def _install_interrupts(dispatcher: Dispatcher) -> Callable[[], None]:
@@ -188,14 +185,6 @@ def progress_line(event: dict[str, Any]) -> str | None:
     return None
 
 
-def format_summary(summary: RunSummary) -> str:
-    text = (
-        f"Started {summary.started} attempt(s): {summary.merged} merged, {summary.done} done, "
-        f"{summary.retried} to retry, {summary.failed} failed."
-    )
-    return text + (" Interrupted." if summary.interrupted else "")
-
-
 def format_status(data: dict[str, Any]) -> str:
     owner = data.get("dispatcher")
     lines = [
@@ -214,10 +203,21 @@ def format_status(data: dict[str, Any]) -> str:
                 f"  w{w['slot']}  {w['task']}  {w['title'][:50]}  {w['elapsed_secs']} s  "
                 f"cpu {w['cpu_percent']}%  mem {w['rss_mb']} MB  pid {w['pid']}"
             )
-    for label, key in (("Merging", "merging"), ("Pending merges", "pending_merges")):
-        if data[key]:
-            lines.append(f"{label}:")
-            lines.extend(f"  {_describe_pending(item)}" for item in data[key])
+    if data["merging"]:
+        lines.append("Merging:")
+        lines.extend(f"  {_describe_pending(item)}" for item in data["merging"])
+    person = [item for item in data["pending_merges"] if item.get("person")]
+    waiting = [item for item in data["pending_merges"] if not item.get("person")]
+    if person:
+        lines.append("Waiting for you:")
+        for item in person:
+            lines.append(f"  {_describe_pending(item)}")
+            steps = item.get("steps") or []
+            lines.extend(f"    {n}. {step}" for n, step in enumerate(steps, start=1))
+    if waiting:
+        moves = "while a dispatcher runs" if owner else "when a dispatcher runs"
+        lines.append(f"Waiting to merge (goes on by itself {moves}):")
+        lines.extend(f"  {_describe_pending(item)}" for item in waiting)
     if data["failed"]:
         lines.append("Failed:")
         lines.extend(f"  {f['task']}  {f['title'][:50]}: {f['reason']}" for f in data["failed"])

@@ -100,7 +100,16 @@ def render(data: dict[str, Any], events: list[str], *, slots: int | None = None)
     if owner:
         header.append(f"   dispatcher pid {owner.get('pid')}", style="dim")
     parts: list[RenderableType] = [header, counts_line(data), slots_table(data, slots)]
-    waiting = [*data["pending_merges"]]
+    person = [item for item in data["pending_merges"] if item.get("person")]
+    waiting = [item for item in data["pending_merges"] if not item.get("person")]
+    if person:
+        parts.append(Text("waiting for you:", style="bold red"))
+        for item in person[:5]:
+            parts.append(Text("  " + _pending(item), style="red"))
+            parts.extend(
+                Text(f"    {n}. {step}", style="red")
+                for n, step in enumerate(item.get("steps") or [], start=1)
+            )
     if waiting:
         parts.append(Text("waiting to merge:", style="bold magenta"))
         for item in waiting[:5]:
