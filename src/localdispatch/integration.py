@@ -107,7 +107,7 @@ def lock_steps(lock: str, repo: Path) -> list[str]:
     return [
         f"make sure no git command is running in {repo} (an editor's git, a terminal)",
         f"then delete the stale lock file: {lock}",
-        "the merge is retried by a running dispatcher; or run the dispatcher again",
+        "then run the dispatcher again (one that is running retries the merge by itself)",
     ]
 
 
@@ -116,7 +116,7 @@ def checkout_steps(checkout: Path, stderr: str) -> list[str]:
     named = names([*files.get("changed", []), *files.get("untracked", [])]) or "the files"
     return [
         f"in {checkout}: commit, stash or move {named}",
-        "the merge goes ahead by itself while a dispatcher runs; or run the dispatcher again",
+        "then run the dispatcher again (one that is running retries the merge by itself)",
     ]
 
 
