@@ -13,6 +13,7 @@ from localdispatch.config import load_config
 from localdispatch.layout import Layout, layout_for
 from localdispatch.store import JsonStore, TaskDraft, TaskStore, open_store
 from localdispatch.suggestions import (
+    Harvest,
     LineIssue,
     RawLine,
     Suggestion,
@@ -365,7 +366,7 @@ def test_harvest_moves_a_workers_lines_tagged_with_its_task(repo: Path) -> None:
         b"\xef\xbb\xbfAdd tests\r\n\n# thinking out loud\nRefactor [from: t-2]\nbad \xff byte\n"
     )
     layout.suggested_tasks.write_bytes(b"A person's line without newline")
-    assert harvest_worktree_suggestions(tree, layout, "t-1") == 3
+    assert harvest_worktree_suggestions(tree, layout, "t-1") == Harvest(moved=3)
     assert not (tree / "suggested_tasks.txt").exists()
     assert layout.suggested_tasks.read_bytes() == (
         b"A person's line without newline\n"
@@ -381,7 +382,7 @@ def test_harvest_moves_a_workers_lines_tagged_with_its_task(repo: Path) -> None:
         ("bad \ufffd byte", "t-1"),
     ]
     assert [issue.number for issue in report.notes] == [4]  # the invalid UTF-8 is reported
-    assert harvest_worktree_suggestions(tree, layout, "t-1") == 0
+    assert harvest_worktree_suggestions(tree, layout, "t-1") == Harvest()
     assert git(tree, "status", "--porcelain") == ""
 
 
@@ -394,7 +395,7 @@ def test_harvest_with_the_file_outside_the_repository_moves_nothing(
     )
     _, layout, _ = setup(repo)
     tree = worktree(repo, "w2")
-    assert harvest_worktree_suggestions(tree, layout, "t-1") == 0
+    assert harvest_worktree_suggestions(tree, layout, "t-1") == Harvest()
 
 
 def test_json_store_keeps_the_batch_mark(tmp_path: Path) -> None:

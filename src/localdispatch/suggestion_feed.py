@@ -70,17 +70,30 @@ class SuggestionFeed:
         self._seen = seen
         return changed
 
-    def harvest(self, worktree: Path, task_id: str) -> None:
-        """Move the lines a finished worker wrote into its worktree's copy of the file."""
+    def harvest(self, worktree: Path, task_id: str) -> str | None:
+        """Move the lines a finished worker wrote into its worktree's copy of the file.
+
+        Returns None when all went well (lines moved, or none to move), else a one-line note
+        naming the task, the file and why, for the dispatcher to put on the task:
+
+        - the worker's file was refused (a symlink, a file under a linked folder, a FIFO, a
+          device, a folder, or larger than the cap): none of its lines became tasks and it
+          was removed from the worktree (a link itself, never what it points to);
+        - its lines could not be moved (for instance the main file is itself no regular
+          file): they were left in the worktree.
+        """
         harvest = _suggestions("harvest_worktree_suggestions")
         if harvest is None:
-            return
+            return None
         try:
-            harvest(worktree, self.layout, task_id)
+            result = harvest(worktree, self.layout, task_id)
         except DispatchError as exc:
             log.warning(
                 "task %s: could not harvest suggestions from %s: %s", task_id, worktree, exc
             )
+            return f"{task_id}: its suggestions were not moved: {exc}"
+        refused = getattr(result, "refused", None)  # an int (lines moved) in older versions
+        return refused if isinstance(refused, str) else None
 
 
 def _count(value: Any) -> int:

@@ -12,15 +12,29 @@ Public interface (the CLI and the dispatcher both use these):
   tasks), ``duplicates``/``invalid`` name file, line and reason. Lines that cannot be added (a
   bad tag) are not thrown away: they are kept in ``.dispatch/suggestions/rejected.txt`` with the
   reason. Safe to call from many processes at once and again after a crash.
-- ``harvest_worktree_suggestions(worktree, layout, task_id) -> int``: after a worker finished,
-  move the lines it wrote into its worktree's copy of the file into the main file, each tagged
-  ``[from: <task_id>]``, and delete the worktree's copy, so suggestions never travel through a
-  merge. Returns how many lines moved. Call it before the worktree is reused or removed.
+- ``harvest_worktree_suggestions(worktree, layout, task_id) -> Harvest``: after a worker
+  finished, move the lines it wrote into its worktree's copy of the file into the main file,
+  each tagged ``[from: <task_id>]``, and delete the worktree's copy, so suggestions never travel
+  through a merge. ``Harvest.moved`` is how many lines moved; ``Harvest.refused`` a note for the
+  task when the worker's file was refused (see below). Call it before the worktree is reused or
+  removed.
 - ``suggestions_grew(layout, last_seen) -> (grew, marker)``: a stat-only check the dispatcher can
-  run every cycle; ingest only when ``grew``, and pass ``marker`` back next time.
+  run every cycle; ingest only when ``grew``, and pass ``marker`` back next time. It never opens
+  or follows anything, so it cannot block.
 - Pure pieces (``lines.py``), tested directly: ``split_lines``, ``parse_line``, ``plan_batch``,
   ``title_key``, ``cut_title``. The snapshots and their journal are ``inbox.py``; ``ingest``,
   the preview and the hooks are ``intake.py``.
+
+Suggestions are data, never a door (``regular_file.py``): a line becomes a task only if it
+was read from a regular file, reached without following a link (neither the file nor, inside
+the repository or the worker's tree, a folder on the way), never opened if it is a FIFO or
+device (and opened with O_NONBLOCK|O_NOFOLLOW where those exist), and no larger than a cap:
+``WORKER_FILE_CAP`` (1 MiB) for a worker's file, ``MAIN_FILE_CAP`` (16 MiB) for the main file
+and ``--file``. A worker's file that fails is not read, is removed from its tree (a link itself,
+never its target) and is named in ``Harvest.refused``. A main file that fails raises
+``UnsafeFile`` (``TooLarge`` for size), both SuggestionsErrors naming the file, what it is and
+the fix, and is left exactly as it is; no link is ever renamed into the inbox. The inbox's own
+files (snapshots, journal) are read the same way.
 
 How lines leave the file without losing one (appenders hold no lock of ours):
 The live file is never truncated or rewritten. Under ``.dispatch/locks/suggestions.lock``,
@@ -54,8 +68,8 @@ where a renamed file can no longer be written; after ``SETTLE_SECS`` on POSIX).
 
 from __future__ import annotations
 
-from .inbox import SuggestionsError
 from .intake import (
+    Harvest,
     IngestReport,
     Marker,
     append_lines,
@@ -76,17 +90,29 @@ from .lines import (
     split_lines,
     title_key,
 )
+from .regular_file import (
+    MAIN_FILE_CAP,
+    WORKER_FILE_CAP,
+    SuggestionsError,
+    TooLarge,
+    UnsafeFile,
+)
 
 __all__ = [
+    "MAIN_FILE_CAP",
     "MARK_FIELD",
     "MAX_TITLE",
+    "WORKER_FILE_CAP",
     "Batch",
+    "Harvest",
     "IngestReport",
     "LineIssue",
     "Marker",
     "RawLine",
     "Suggestion",
     "SuggestionsError",
+    "TooLarge",
+    "UnsafeFile",
     "append_lines",
     "cut_title",
     "harvest_worktree_suggestions",

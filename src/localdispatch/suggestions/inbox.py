@@ -8,11 +8,13 @@ Why the file is renamed rather than trimmed is explained in the package docstrin
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,10 +25,20 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..atomicfile import write_atomic
-from ..errors import DispatchError, LockBusy
+from ..errors import LockBusy
 from ..layout import Layout
 from ..tasks import Task
 from .lines import MARK_FIELD, LineIssue, RawLine, split_lines
+from .regular_file import (
+    MAIN_FILE_CAP,
+    TooLarge,
+    UnsafeFile,
+    describe,
+    inspect_regular,
+    read_regular,
+    read_slice,
+)
+from .regular_file import SuggestionsError as SuggestionsError  # re-exported: its old home
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +57,12 @@ SETTLE_SECS = 0.5
 ROTATE_PATIENCE_SECS = 3.0
 # Test hook: the name of a step after which an ingest process exits hard (see crash_point).
 CRASH_ENV = "LOCALDISPATCH_INGEST_CRASH_AT"
+# The most one run reads of one snapshot. Snapshots are at most MAIN_FILE_CAP when renamed,
+# but on POSIX a late appender can still make one grow; the rest is read by the next run.
+READ_LIMIT = MAIN_FILE_CAP
 
 SNAPSHOT_NAME = re.compile(r"^(\d{6,})-(.+)$")
 IS_WINDOWS = os.name == "nt"
-
-
-class SuggestionsError(DispatchError):
-    """suggested_tasks.txt, a snapshot of it or the ingest journal cannot be read or moved."""
 
 
 @dataclass
@@ -89,13 +100,22 @@ class Journal:
     def load(cls, folder: Path) -> Journal:
         journal = cls(folder)
         try:
-            data = json.loads(journal.path.read_text(encoding="utf-8"))
+            raw = read_regular(journal.path, cap=MAIN_FILE_CAP, root=folder)
+            data = json.loads(raw.decode("utf-8"))
             journal.seq = int(data["seq"])
             for name, entry in data["snapshots"].items():
                 journal.snapshots[name] = Snapshot(name, **entry)
             journal.pending = data.get("pending")
         except FileNotFoundError:
             pass
+        except UnsafeFile as exc:
+            raise SuggestionsError(
+                f"The ingest journal {journal.path} {exc.reason()}, not a file localdispatch "
+                "wrote, so it was not read.",
+                hint="Delete it, then look at the files beside it: lines in them that were "
+                "already ingested would be read again.",
+                path=journal.path,
+            ) from exc
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SuggestionsError(
                 f"The ingest journal {journal.path} is unreadable ({exc}).",
@@ -209,8 +229,8 @@ def adopt(journal: Journal) -> bool:
     present = set()
     for entry in journal.folder.glob("*"):
         match = SNAPSHOT_NAME.match(entry.name)
-        if not match or not entry.is_file() or entry.name.endswith(".tmp"):
-            continue
+        if not match or not _is_regular(entry) or entry.name.endswith(".tmp"):
+            continue  # the inbox holds only regular files we renamed: a link there is no snapshot
         present.add(entry.name)
         journal.seq = max(journal.seq, int(match.group(1)))
         if entry.name not in journal.snapshots:
@@ -223,23 +243,23 @@ def adopt(journal: Journal) -> bool:
     return changed
 
 
-def rotate(source: Path, journal: Journal) -> str | None:
+def rotate(source: Path, journal: Journal, *, root: Path | None = None) -> str | None:
     """Rename the live file into the inbox folder (see the package docstring for why).
 
     Returns a warning when the file could not be moved (held open on Windows for longer than
-    ROTATE_PATIENCE_SECS); its lines then simply wait for the next run.
+    ROTATE_PATIENCE_SECS); its lines then simply wait for the next run. Raises UnsafeFile when
+    ``source`` is not a regular file (a symlink, FIFO, device or folder) or a folder between
+    ``root`` and it is a link, and TooLarge past MAIN_FILE_CAP; either way the file is left
+    as it is, so a link is never renamed into the inbox and nothing is lost.
     """
     try:
-        if source.stat().st_size == 0:
-            return None
+        info = inspect_regular(source, root=root)
     except FileNotFoundError:
         return None
-    if not source.is_file():
-        raise SuggestionsError(
-            f"{source} is not a file, so no lines can be taken from it.",
-            hint="Point suggested_tasks_file (or --file) at a text file.",
-            path=source,
-        )
+    if info.st_size == 0:
+        return None
+    if info.st_size > MAIN_FILE_CAP:
+        raise TooLarge(source, info.st_size, MAIN_FILE_CAP)
     name = f"{journal.seq + 1:06d}-{source.name}"
     deadline, delay = time.monotonic() + ROTATE_PATIENCE_SECS, 0.002
     while True:
@@ -269,6 +289,7 @@ def rotate(source: Path, journal: Journal) -> str | None:
             raise SuggestionsError(
                 f"Cannot move {source} into {journal.folder}: {exc}.", hint=hint, path=source
             ) from exc
+    _check_renamed(journal.folder / name, source)
     journal.seq += 1
     journal.snapshots[name] = Snapshot(name, rotated_at=time.time())
     journal.save()
@@ -276,28 +297,65 @@ def rotate(source: Path, journal: Journal) -> str | None:
     return None
 
 
+def _check_renamed(snapshot: Path, source: Path) -> None:
+    """Refuse what was renamed if it is no regular file after all (swapped for a link or a
+    FIFO between the look and the rename): put it back where it was if that name is free."""
+    try:
+        info = os.lstat(snapshot)
+    except FileNotFoundError:
+        return
+    what = describe(info, lambda: str(snapshot.readlink()))
+    if what is None:
+        return
+    if not os.path.lexists(source):
+        with contextlib.suppress(OSError):
+            snapshot.replace(source)
+    raise UnsafeFile(source, source, what)
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def take(snap: Snapshot, folder: Path) -> tuple[list[RawLine], int, int, bool]:
     """The complete lines of a snapshot after its cursor, where the cursor goes next (bytes,
-    lines), and whether an unfinished last line was left for later."""
+    lines), and whether an unfinished last line was left for later.
+
+    At most READ_LIMIT bytes are read per run; what lies beyond is read by the next run (only
+    a late appender can make a snapshot that large, see READ_LIMIT).
+    """
     path = folder / snap.name
-    data = read_from(path, snap.offset)
+    data = read_from(path, snap.offset, folder)
+    more = len(data) >= READ_LIMIT
     final = IS_WINDOWS  # a file renamed on Windows had no writer and can never get one
-    if data and not data.endswith(b"\n") and not final:
+    if more:
+        final = b"\n" not in data  # a line longer than the limit is cut rather than stuck
+    elif data and not data.endswith(b"\n") and not final:
         # On POSIX a writer may still be finishing that last line; give it a moment.
         time.sleep(max(0.0, SETTLE_SECS - _age(path, snap)))
-        data = read_from(path, snap.offset)
+        data = read_from(path, snap.offset, folder)
         final = _age(path, snap) >= SETTLE_SECS
     lines, used, count = split_lines(
         data, source=snap.source, first_line=snap.line + 1, final=final
     )
-    return lines, snap.offset + used, snap.line + count, used < len(data)
+    return lines, snap.offset + used, snap.line + count, used < len(data) and not more
 
 
-def read_from(path: Path, offset: int) -> bytes:
+def read_from(path: Path, offset: int, folder: Path | None = None) -> bytes:
+    """At most READ_LIMIT bytes of the snapshot ``path`` from ``offset``, read with the same
+    care as the live file (it is ours, but nothing in the inbox is followed or waited on)."""
     try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read()
+        return read_slice(path, offset=offset, limit=READ_LIMIT, root=folder)
+    except UnsafeFile as exc:
+        raise SuggestionsError(
+            f"{path} in the ingest inbox {exc.reason()}, not a file localdispatch put there, "
+            "so it was not read.",
+            hint="Delete it: the inbox holds only regular files that ingest renamed there.",
+            path=path,
+        ) from exc
     except OSError as exc:
         raise SuggestionsError(f"Cannot read {path}: {exc}.", path=path) from exc
 
@@ -305,7 +363,7 @@ def read_from(path: Path, offset: int) -> bytes:
 def _age(path: Path, snap: Snapshot) -> float:
     """Seconds since the snapshot was renamed or last written, whichever is later."""
     try:
-        mtime = path.stat().st_mtime
+        mtime = os.lstat(path).st_mtime
     except OSError:
         mtime = 0.0
     return time.time() - max(mtime, snap.rotated_at)
@@ -317,7 +375,7 @@ def cleanup(journal: Journal) -> None:
     for snap in journal.ordered():
         path = journal.folder / snap.name
         try:
-            if path.stat().st_size != snap.offset or _age(path, snap) < DELETE_GRACE_SECS:
+            if os.lstat(path).st_size != snap.offset or _age(path, snap) < DELETE_GRACE_SECS:
                 continue
             path.unlink()
         except OSError:
