@@ -47,7 +47,7 @@ def test_a_criss_cross_ours_merge_cannot_revert_the_users_config(env: Env) -> No
     early = commit(scratch, {"feature.py": "x = 1\n"}, "feature")
     user_change = commit(env.repo, {CONFIG_FILENAME: '{"num_workers": 3}\n'}, "user config")
     git(env.repo, "merge", "-q", "--no-ff", "-m", "merge the early work", early)
-    git(scratch, "merge", "-q", "-s", "ours", "-m", "take the user's commit, keep ours", user_change)
+    git(scratch, "merge", "-q", "-s", "ours", "-m", "take theirs, keep ours", user_change)
     git(env.repo, "worktree", "remove", "--force", str(scratch))
     bases = git(env.repo, "merge-base", "--all", "main", "ld/t-1-evil").split()
     assert len(bases) == 2  # criss-cross
