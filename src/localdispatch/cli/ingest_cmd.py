@@ -39,7 +39,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     config, layout = common.load(args)
     store = open_store(config, layout)
-    file = Path(args.file).resolve() if args.file else None
+    # absolute(), not resolve(): a symlink given as --file must be seen (and refused) as one.
+    file = Path(args.file).absolute() if args.file else None
     report = ingest(config, layout, store, file=file, dry_run=args.dry_run)
     if args.json:
         common.emit_json(report.to_dict())
