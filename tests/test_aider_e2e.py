@@ -6,8 +6,10 @@ Both protocols Aider speaks to a local server are covered: Ollama's (``ollama_ch
 found through ``ollama.host``) and OpenAI's (``openai/stub``, through ``OPENAI_API_BASE``).
 The stub answers each request by looking at it: the splitter's request (it carries a JSON
 schema) gets a plan, Aider's commit-message request a one-line message, and Aider's edit
-request the edit scripted for the task it names. Aider starts in a few seconds, so every
-scenario is one dispatcher run with the workers in parallel.
+request the edit scripted for the task it names, written in whichever edit format Aider's
+system prompt asks for (``FileEdit``: the scenarios hold whatever ``--edit-format``
+localdispatch picks). Aider starts in a few seconds, so every scenario is one dispatcher run
+with the workers in parallel.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import re
 import subprocess
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,20 @@ from conftest import (
     event_log,
     git,
     make_repo,
+    run_aider,
     run_script,
     task_board,
 )
+from localdispatch.aider_output import give_up_in_log
 from localdispatch.supervisor import marked_processes, repo_marker
-from localdispatch.testing import ModelServer, closed_port, plan_reply
+from localdispatch.testing import ModelServer, ScriptedReply, plan_reply
+from localdispatch.testing.model_server import (
+    AiderReply,
+    FileEdit,
+    asks_for_commit_message,
+    edit_format_of,
+    edit_reply,
+)
 
 pytestmark = [pytest.mark.aider, pytest.mark.slow]
 
@@ -40,17 +52,9 @@ HELLO = 'def greet():\n    return "hello"\n'
 HELLO_HI = 'def greet():\n    return "hi"\n'
 LOUD = 'def loud():\n    return "HELLO"\n'
 
-Editor = Callable[[str, int], str]
-
-
-def whole(name: str, content: str) -> str:
-    """A reply in Aider's whole-file format."""
-    return f"{name}\n```python\n{content}```\n"
-
-
-def search_replace(name: str, search: str, replace: str) -> str:
-    """A reply in Aider's diff format (one SEARCH/REPLACE block)."""
-    return f"{name}\n```python\n<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n```\n"
+# An editor answers the nth edit request of a task: edits (written in the format Aider asked
+# for), or a raw reply for what no format allows.
+Editor = Callable[[str, int], "Sequence[FileEdit] | str"]
 
 
 class Script:
@@ -62,19 +66,19 @@ class Script:
         self._lock = threading.Lock()
 
     def __call__(self, body: dict[str, Any]) -> str:
-        messages = body.get("messages") or []
-        system = " ".join(str(m.get("content")) for m in messages if m.get("role") == "system")
         if body.get("format") or body.get("response_format"):
             return self.plan  # the splitter: JSON-schema output
-        if "commit message" in system.lower():
+        if asks_for_commit_message(body):
             return "Make the greetings work"
+        messages = body.get("messages") or []
         text = "\n".join(str(m.get("content")) for m in messages if m.get("role") == "user")
         found = re.findall(r"# Task (t-\d+):", text)
         task_id = found[-1] if found else "?"
         with self._lock:
             self.asked[task_id] += 1
             nth = self.asked[task_id]
-        return self.edit(task_id, nth)
+        answer = self.edit(task_id, nth)
+        return answer if isinstance(answer, str) else edit_reply(body, answer)
 
 
 @pytest.fixture
@@ -105,9 +109,13 @@ def configure(repo: Path, aider: Path, model: str, **settings: Any) -> None:
 add, tasks, events = add_task, task_board, event_log  # short names for the scenarios below
 
 
-def dispatch(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def dispatch(
+    repo: Path, env: dict[str, str], exit_code: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """Run the dispatcher until idle: exit 0 when every task is done, 3 when one failed or
+    waits for a person."""
     result = run_script("dispatch_workers.py", "--until-idle", cwd=repo, env=env, timeout=110)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == exit_code, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     return result
 
@@ -140,12 +148,12 @@ def test_ollama_split_dispatch_aider_merge(
     monkeypatch.delenv("OLLAMA_API_BASE", raising=False)  # ollama.host must be enough
     repo = make_repo(tmp_path / "my repo", {"hello.py": HELLO})
 
-    def edit(task_id: str, nth: int) -> str:
+    def edit(task_id: str, nth: int) -> Sequence[FileEdit] | str:
         if task_id == "t-2":
-            return whole("hello.py", HELLO_HI)
-        if nth == 1:  # t-3, first attempt: the name line is a sentence
+            return [FileEdit("hello.py", '    return "hello"\n', '    return "hi"\n')]
+        if nth == 1:  # t-3, first attempt: the name line is a sentence (whole format)
             return "Here is the updated file:\n```python\n" + LOUD + "```\n"
-        return whole("greet/loud.py", LOUD)
+        return [FileEdit("greet/loud.py", "", LOUD)]
 
     plan = plan_reply(
         {"title": "Make greet say hi", "files": ["hello.py"]},
@@ -211,14 +219,15 @@ def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
     git(repo, "commit", "-q", "-m", "hello")
     good, bad = "t-1", "t-2"
 
-    def edit(task_id: str, nth: int) -> str:
+    def edit(task_id: str, nth: int) -> Sequence[FileEdit]:
         if task_id == good:
             # The edit, and a follow-up idea in suggested_tasks.txt as the task text asks
             # (ignored by git, yet Aider may edit it; it waits on the failing task).
-            return search_replace(
-                "hello.py", '    return "hello"\n', '    return "hi"\n'
-            ) + search_replace("suggested_tasks.txt", "", f"Add a farewell [after: {bad}]\n")
-        return search_replace("README.md", "no such line\n", "anything\n")
+            return [
+                FileEdit("hello.py", '    return "hello"\n', '    return "hi"\n'),
+                FileEdit("suggested_tasks.txt", "", f"Add a farewell [after: {bad}]\n"),
+            ]
+        return [FileEdit("README.md", "no such line\n", "anything\n")]
 
     script = Script(edit)
     with ModelServer(default_reply=script, models=["stub"]) as server:
@@ -226,7 +235,7 @@ def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
         configure(repo, aider_exe, "openai/stub", aider_edit_format="diff", llm=llm)
         assert add(repo, "Make greet say hi", "--files", "hello.py") == good
         assert add(repo, "Reword the readme", "--files", "README.md") == bad
-        dispatch(repo, home)
+        dispatch(repo, home, exit_code=3)  # a task failed
         requests = server.requests
 
     board = tasks(repo)
@@ -251,26 +260,87 @@ def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
     assert_main_is_clean(repo)
 
 
-def test_an_unreachable_model_server_is_caught_by_the_timeout(
+def test_a_model_server_that_goes_away_mid_attempt_costs_no_attempt(
     repo: Path, aider_exe: Path, home: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Aider retries a dead server for over a minute and then exits 0 with nothing done; the
-    worker timeout ends it sooner, and the whole process tree goes."""
+    """The server answers when the run starts, then goes away during Aider's first request:
+    Aider retries a refused connection (for over a minute, were it let), the worker timeout
+    ends it with its whole process tree, its log says the server could not be reached, and
+    the attempt is not held against the task, which waits for the server."""
     monkeypatch.delenv("OLLAMA_API_BASE", raising=False)
-    dead = f"http://127.0.0.1:{closed_port()}"
-    configure(
-        repo,
-        aider_exe,
-        "ollama_chat/stub",
-        ollama={"host": dead},
-        worker_timeout_secs=4,
-        max_worker_retries=0,
-    )
-    task_id = add(repo, "Make greet say hi", "--files", "hello.py")
-    dispatch(repo, home)
+    server = ModelServer(models=["stub"]).start()
+
+    def go_away(body: dict[str, Any]) -> ScriptedReply:
+        threading.Thread(target=server.stop, daemon=True).start()
+        return ScriptedReply(status=503, error="shutting down")
+
+    server.default_reply = go_away
+    address = server.url
+    try:
+        configure(
+            repo,
+            aider_exe,
+            "ollama_chat/stub",
+            ollama={"host": address},
+            worker_timeout_secs=8,
+            max_worker_retries=0,
+        )
+        task_id = add(repo, "Make greet say hi", "--files", "hello.py")
+        result = dispatch(repo, home, exit_code=3)
+    finally:
+        server.stop()
+    assert address in result.stderr, result.stderr
     task = tasks(repo)[task_id]
-    assert task["status"] == "failed"
-    assert "timed out after 4 s without a commit" in task["closed_reason"]
-    assert [e["task"] for e in events(repo, "kill")] == [task_id]
+    assert task["status"] == "open", task
+    [kill] = events(repo, "kill")
+    assert kill["task"] == task_id
+    give_up = give_up_in_log(repo / ".dispatch" / "logs" / f"{task_id}-attempt1.log")
+    assert give_up is not None and give_up.server_unreachable, give_up
+    assert "Connection refused" in give_up.cause or "refused" in give_up.cause
     assert git(repo, "rev-list", "--count", "main") == "2"  # the initial commit and the config
     assert_main_is_clean(repo)
+
+
+# whole and diff are the formats of the scenarios above; these are the others Aider offers.
+EDIT_FORMATS = ("diff-fenced", "udiff", "patch")
+
+
+def test_the_stub_answers_in_every_edit_format_aider_asks_for(
+    tmp_path: Path, aider_exe: Path
+) -> None:
+    """One scripted reply (a change, a new file, an addition at the end of a file) that real
+    Aider applies and commits in each of its other edit formats."""
+    edits = [
+        FileEdit("hello.py", '    return "hello"\n', '    return "hi"\n'),
+        FileEdit("loud.py", "", LOUD),
+        FileEdit("README.md", "", "More.\n"),
+    ]
+
+    def attempt(edit_format: str) -> tuple[str, str | None]:
+        repo = make_repo(tmp_path / edit_format, {"hello.py": HELLO, "README.md": "# demo\n"})
+        log = tmp_path / f"{edit_format}.log"
+        reply = AiderReply(edits, intro="Ok, I will:\n\n1. Make greet say hi.")
+        with ModelServer(default_reply=reply, models=["stub"]) as server:
+            run_aider(
+                aider_exe,
+                repo,
+                model="openai/stub",
+                server_url=server.url,
+                message="# Task t-1: Greet loudly\n",
+                files=["hello.py", "loud.py", "README.md"],
+                log=log,
+                edit_format=edit_format,
+            )
+            asked = [edit_format_of(r.body) for r in server.chat_requests]
+        first = git(repo, "rev-list", "--max-parents=0", "main")
+        changed = git(repo, "diff", "--name-only", first, "main").splitlines()
+        files = {name: git(repo, "show", f"main:{name}") + "\n" for name in changed}
+        expected = {"hello.py": HELLO_HI, "loud.py": LOUD, "README.md": "# demo\nMore.\n"}
+        assert files == expected, log.read_text(encoding="utf-8")
+        return log.read_text(encoding="utf-8"), next(filter(None, asked), None)
+
+    with ThreadPoolExecutor(len(EDIT_FORMATS)) as pool:
+        results = dict(zip(EDIT_FORMATS, pool.map(attempt, EDIT_FORMATS), strict=True))
+    for edit_format, (log_text, asked) in results.items():
+        assert asked == edit_format
+        assert "did not conform" not in log_text, log_text

