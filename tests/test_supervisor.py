@@ -13,7 +13,6 @@ from localdispatch.supervisor import (
     MARKER_ENV,
     ProcessKey,
     find_process,
-    kill_tree,
     marked_processes,
     repo_marker,
     start_worker,
@@ -100,13 +99,16 @@ def test_kill_takes_the_grandchild_too(tmp_path: Path) -> None:
     assert gone(*vars(handle.key).values()) and gone(child_key.pid, child_key.create_time)
 
 
-def test_an_orphaned_grandchild_is_found_by_its_marker(tmp_path: Path) -> None:
-    """The middle process exits at once: the grandchild is no longer in anyone's tree."""
+def test_an_orphaned_grandchild_is_gone_when_its_attempt_ends(tmp_path: Path) -> None:
+    """The middle process exits: the grandchild is in nobody's tree any more, but it carries
+    the marker (and is held by the platform), so the end of the attempt takes it."""
     pid_file = tmp_path / "orphan.pid"
+    go = tmp_path / "go"
     spawner = (
-        "import subprocess, sys\n"
+        "import os, subprocess, sys, time\n"
         f"p = subprocess.Popen([sys.executable, '-c', {SLEEPER!r}])\n"
         f"open({str(pid_file)!r}, 'w', encoding='utf-8').write(str(p.pid))\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
     )
     marker = worker_marker(tmp_path, 1, "t-3")
     handle = start_worker(
@@ -116,12 +118,12 @@ def test_an_orphaned_grandchild_is_found_by_its_marker(tmp_path: Path) -> None:
         log_path=tmp_path / "w.log",
         marker=marker,
     )
-    assert handle.wait(30)
     orphan = psutil.Process(int(wait_for_file(pid_file)))
     key = ProcessKey.of(orphan)
     try:
         assert orphan.pid in [p.pid for p in marked_processes(repo_marker(tmp_path))]
-        kill_tree(None, grace=2, marker=marker)
+        go.write_text("go", encoding="utf-8")
+        assert handle.wait(30)
         assert gone(key.pid, key.create_time)
     finally:
         if not gone(key.pid, key.create_time):

@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from . import containment
 from .errors import GitError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def run_git(
     argv = ["git", *SAFE_CONFIG, *args]
     log.debug("git %s (in %s)", " ".join(args), cwd)
     try:
-        result = subprocess.run(
+        # Started through containment, so the janitor knows this child is ours.
+        result = containment.run(
             argv,
             cwd=cwd,
             capture_output=True,

@@ -1,15 +1,15 @@
-"""Worker processes under psutil supervision: start, wait, time out, kill the whole tree.
+"""Worker processes under supervision: start, wait, time out, kill the whole tree.
 
-A worker is a process *tree*: Aider starts git, linters and the model client, and a killed
-parent leaves its children running unless they are found first. So every kill here collects
-the descendants before it touches the parent, re-scans them (a child may fork while we work,
-and an orphaned grandchild is re-parented out of reach), and finally sweeps for processes that
-carry the worker's environment marker, which every descendant inherits. Processes are named by
-``(pid, create_time)``, never by pid alone, so a pid the system has since reused is never
-killed.
+A worker (or a test gate) is a process *tree*, started through ``containment`` so that the
+tree is held the way the platform allows (a child subreaper on Linux, a Job Object on
+Windows, the tree walk and the environment marker everywhere). A kill terminates the whole
+tree, waits a grace period, then kills what is left; see ``containment.trees.kill_tree``.
 
-Waiting is not polling: each worker has a thread blocked in ``Popen.wait()`` that calls back
-the moment the process exits, so the dispatcher refills a slot within milliseconds.
+Waiting is not polling: each worker has a thread blocked in ``Popen.wait()``. When the
+process exits, that thread first makes sure nothing of the attempt is left running (the
+descendants seen while it ran, and whatever ``containment.release`` can still reach), then
+calls back, so the dispatcher refills the slot only once the tree is gone, within
+milliseconds when nothing was left.
 """
 
 from __future__ import annotations
@@ -21,34 +21,43 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 
+from . import containment
+from .containment import (
+    MARKER_ENV,
+    ProcessKey,
+    alive,
+    descendants,
+    find_process,
+    kill_tree,
+    marked_processes,
+)
 from .errors import WorkerError
 
 log = logging.getLogger(__name__)
 
-# Every worker and everything it starts carries this variable; its value names the repository
-# and the worker, so a sweep after a crash finds exactly this repository's workers.
-MARKER_ENV = "LOCALDISPATCH_WORKER"
-_CREATE_TIME_TOLERANCE = 1e-3
-_IS_WINDOWS = os.name == "nt"
+__all__ = [
+    "MARKER_ENV",
+    "ProcessKey",
+    "TreeStats",
+    "WorkerHandle",
+    "find_process",
+    "gate_marker",
+    "kill_tree",
+    "marked_processes",
+    "repo_marker",
+    "start_worker",
+    "tree_stats",
+    "worker_marker",
+]
 
-
-@dataclass(frozen=True)
-class ProcessKey:
-    """A process named so that a reused pid never matches: its pid and its creation time."""
-
-    pid: int
-    create_time: float
-
-    @classmethod
-    def of(cls, proc: psutil.Process) -> ProcessKey:
-        return cls(proc.pid, proc.create_time())
+# How long leftovers of a worker that exited by itself may take to exit after SIGTERM.
+_LEFTOVER_GRACE = 1.0
 
 
 @dataclass
@@ -58,7 +67,6 @@ class TreeStats:
     processes: int = 0
     cpu_percent: float = 0.0
     rss_bytes: int = 0
-    cpu_seconds: float = 0.0
 
 
 def repo_marker(repo: Path) -> str:
@@ -72,118 +80,9 @@ def worker_marker(repo: Path, slot: int, task_id: str) -> str:
     return f"{repo_marker(repo)}/{slot}/{task_id}/{uuid.uuid4().hex[:8]}"
 
 
-def popen_platform_kwargs() -> dict[str, Any]:
-    """Detach workers from the console's Ctrl+C, the one platform choice of this module.
-
-    The dispatcher decides what Ctrl+C means (stop starting, then kill); a worker that got
-    the console's signal itself would die mid-edit on the first press.
-    """
-    if _IS_WINDOWS:
-        return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)}
-    return {"start_new_session": not _IS_WINDOWS}
-
-
-def find_process(key: ProcessKey) -> psutil.Process | None:
-    """The live process with this pid *and* creation time, or None (exited or pid reused)."""
-    try:
-        proc = psutil.Process(key.pid)
-        if abs(proc.create_time() - key.create_time) > _CREATE_TIME_TOLERANCE:
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-
-
-def _alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
-    result = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                result.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return result
-
-
-def _descendants(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
-    found: dict[ProcessKey, psutil.Process] = {}
-    for proc in procs:
-        try:
-            for child in proc.children(recursive=True):
-                found.setdefault(ProcessKey.of(child), child)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return list(found.values())
-
-
-def marked_processes(marker_prefix: str) -> list[psutil.Process]:
-    """Live processes whose environment carries a marker starting with ``marker_prefix``.
-
-    Reading another process's environment can be refused (another user's, or a protected
-    process on Windows); those cannot be ours, so they are skipped.
-    """
-    own = os.getpid()
-    found = []
-    for proc in psutil.process_iter():
-        if proc.pid == own:
-            continue
-        try:
-            value = proc.environ().get(MARKER_ENV, "")
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            continue
-        if value.startswith(marker_prefix):
-            found.append(proc)
-    return found
-
-
-def kill_tree(
-    root: psutil.Process | None,
-    *,
-    grace: float,
-    marker: str | None = None,
-    known: Iterable[psutil.Process] = (),
-) -> list[int]:
-    """Terminate ``root`` and every descendant, wait ``grace`` seconds, then kill survivors.
-
-    Children are collected *before* the parent is signalled (once it dies they are
-    re-parented and no longer its descendants), re-scanned after each round, and joined by
-    ``known`` (descendants seen earlier) and by every process carrying ``marker``.
-    Returns the pids that were signalled.
-    """
-    members: dict[ProcessKey, psutil.Process] = {}
-
-    def gather() -> None:
-        roots = [p for p in [root, *members.values()] if p is not None]
-        extra = list(known) + (marked_processes(marker) if marker else [])
-        for proc in _alive([*roots, *_descendants(roots), *extra]):
-            try:
-                members.setdefault(ProcessKey.of(proc), proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-
-    gather()
-    signalled = {key.pid for key in members}
-    for method, wait in (("terminate", grace), ("kill", 5.0)):
-        for _ in range(3):
-            before = set(members)
-            for proc in _alive(members.values()):
-                try:
-                    getattr(proc, method)()
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-            gather()  # a member may have forked between the scan and the signal
-            if set(members) == before:
-                break
-        signalled |= {key.pid for key in members}
-        _, survivors = psutil.wait_procs(_alive(members.values()), timeout=wait)
-        if not survivors:
-            break
-    leftover = _alive(members.values())
-    if leftover:
-        log.warning("processes %s survived a kill", [p.pid for p in leftover])
-    return sorted(signalled)
+def gate_marker(repo: Path) -> str:
+    """A marker unique to one run of the test gate, found by the repository's sweep."""
+    return f"{repo_marker(repo)}/gate/{uuid.uuid4().hex[:8]}"
 
 
 def tree_stats(root: ProcessKey, sample_secs: float = 0.0) -> TreeStats:
@@ -191,14 +90,12 @@ def tree_stats(root: ProcessKey, sample_secs: float = 0.0) -> TreeStats:
     proc = find_process(root)
     if proc is None:
         return TreeStats()
-    procs = _alive([proc, *_descendants([proc])])
+    procs = alive([proc, *descendants([proc])])
     stats = TreeStats(processes=len(procs))
     for member in procs:
         try:
             with member.oneshot():
                 stats.rss_bytes += member.memory_info().rss
-                times = member.cpu_times()
-                stats.cpu_seconds += times.user + times.system
                 member.cpu_percent(None)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -228,6 +125,9 @@ class WorkerHandle:
     _known: dict[ProcessKey, psutil.Process] = field(default_factory=dict)
     _done: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held while a kill runs: the waiter cleans up only after it, so the kill's grace period
+    # is not cut short when the root dies at the first signal.
+    _kill_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def pid(self) -> int:
@@ -246,7 +146,7 @@ class WorkerHandle:
         if proc is None:
             return
         with self._lock:
-            for child in _descendants([proc]):
+            for child in descendants([proc]):
                 try:
                     self._known.setdefault(ProcessKey.of(child), child)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -259,8 +159,10 @@ class WorkerHandle:
     def kill(self, grace: float) -> list[int]:
         """Kill the whole tree (terminate, then kill after ``grace``); wait until it is gone."""
         self.killed = True
-        root = find_process(self.key)
-        pids = kill_tree(root, grace=grace, marker=self.marker, known=self.known_descendants())
+        with self._kill_lock:
+            root = find_process(self.key)
+            known = self.known_descendants()
+            pids = kill_tree(root, grace=grace, marker=self.marker, known=known)
         self.wait(grace + 10)
         return pids
 
@@ -280,28 +182,29 @@ def start_worker(
 ) -> WorkerHandle:
     """Start ``argv`` (never through a shell) with stdin closed and output to ``log_path``.
 
-    ``on_exit`` runs on the waiter thread as soon as the process has exited and any
-    descendants it left behind are killed.
+    The process starts a tree of its own, marked with ``marker`` (see ``containment``).
+    ``on_exit`` runs on the waiter thread as soon as the process has exited and everything
+    it left behind is gone. A program that cannot be started is a WorkerError whose
+    ``__cause__`` is the OSError.
     """
     if not argv:
         raise WorkerError(f"Worker {name}: the command is empty.", hint="Check worker_command.")
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env["PYTHONIOENCODING"] = "utf-8"
-    full_env[MARKER_ENV] = marker
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
         try:
-            popen = subprocess.Popen(
-                list(argv),
+            popen = containment.spawn(
+                argv,
+                marker=marker,
                 cwd=cwd,
                 env=full_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                **popen_platform_kwargs(),
             )
-        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        except OSError as exc:
             raise WorkerError(
                 f"Worker {name}: cannot start {argv[0]!r}: {exc.strerror or exc}.",
                 hint="Check that the program is installed and on PATH (aider_cmd or "
@@ -326,15 +229,28 @@ def start_worker(
 def _await_exit(handle: WorkerHandle, on_exit: Callable[[WorkerHandle], None] | None) -> None:
     handle.returncode = handle.popen.wait()
     handle.exited_at = time.time()
-    # A worker that exited normally may have left a child behind (a daemonized linter, a
-    # model server); it would hold files in the worktree open, so it goes too.
-    leftovers = _alive(handle.known_descendants())
-    if leftovers:
-        log.info("worker %s left %d process(es) behind; killing them", handle.name, len(leftovers))
-        kill_tree(None, grace=1.0, known=leftovers)
+    with handle._kill_lock:
+        _clean_up(handle)
     handle._done.set()
     if on_exit is not None:
         try:
             on_exit(handle)
         except Exception:  # a callback must never kill the waiter thread silently
             log.exception("worker %s: exit callback failed", handle.name)
+
+
+def _clean_up(handle: WorkerHandle) -> None:
+    """Leave nothing of the attempt running: a worker that exited may have left a child
+    behind (a daemonized linter, a model server) holding files in the worktree open."""
+    try:
+        leftovers = alive(handle.known_descendants())
+        if leftovers:
+            log.info(
+                "worker %s left %d process(es) behind; killing them", handle.name, len(leftovers)
+            )
+            kill_tree(None, grace=_LEFTOVER_GRACE, known=leftovers)
+        pids = containment.release(handle.popen)
+        if pids:
+            log.info("worker %s: killed %s, left behind after it ended", handle.name, pids)
+    except Exception:  # the slot must still be given back: log, never kill the waiter
+        log.exception("worker %s: cleaning up after it failed", handle.name)

@@ -2,28 +2,26 @@
 
 Both fail closed. A protected path is any repo-relative path matched by one of the glob
 patterns; a changed file that matches is enough to refuse the branch. The test command runs in
-the merged tree with a time limit; a non-zero exit, a program that cannot be found or started,
-and a timeout all block the merge, and on a timeout the command's whole process tree is killed
-(grandchildren included, on Windows as on POSIX) so nothing keeps running in the integration
-worktree.
+the merged tree with a time limit, under the same supervisor as a worker; a non-zero exit, a
+program that cannot be found or started, and a timeout all block the merge, and on a timeout
+the command's whole process tree is killed (grandchildren included, on Windows as on POSIX)
+so nothing keeps running in the integration worktree.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-import psutil
+from .errors import WorkerError
+from .supervisor import gate_marker, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +29,8 @@ NOT_FOUND = 127
 CANNOT_RUN = 126
 TAIL_LINES = 40
 TAIL_CHARS = 4000
+# How long a timed-out test command may take to exit after SIGTERM before it is killed.
+KILL_GRACE = 2.0
 
 
 # ---- protected paths (pure) ------------------------------------------------------------
@@ -150,20 +150,24 @@ def run_test_command(
     *,
     timeout: float,
     log_path: Path,
+    repo: Path,
     env: Mapping[str, str] | None = None,
+    kill_grace: float = KILL_GRACE,
 ) -> GateResult:
-    """Run ``argv`` in ``cwd`` (never through a shell); output goes to ``log_path``.
+    """Run ``argv`` in ``cwd`` (never through a shell) as a supervised tree; output goes to
+    ``log_path``.
 
-    The output goes to a file rather than a pipe so that a grandchild that outlives a killed
-    command cannot keep us waiting on the pipe's other end.
+    The command runs under the same supervisor as a worker, marked as ``repo``'s test gate:
+    at its timeout its whole tree is killed, whatever it leaves behind goes when it ends,
+    and a dispatcher killed mid-gate leaves a process the next run's sweep of ``repo``'s
+    marker finds. The output goes to a file rather than a pipe so that a grandchild that
+    outlives a killed command cannot keep us waiting on the pipe's other end.
     """
     started = time.monotonic()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ)
-    full_env.update({"PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1"})
-    full_env.update(env or {})
-    with log_path.open("wb") as out:
-        code, timed_out = _run_logged(list(argv), cwd, timeout, out, full_env)
+    log_path.write_bytes(b"")
+    full_env = {"PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+    code, timed_out = _run_logged(list(argv), cwd, timeout, log_path, full_env, repo, kill_grace)
     result = GateResult(
         argv=tuple(argv),
         exit_code=code,
@@ -177,39 +181,45 @@ def run_test_command(
 
 
 def _run_logged(
-    argv: list[str], cwd: Path, timeout: float, out: BinaryIO, env: dict[str, str]
+    argv: list[str],
+    cwd: Path,
+    timeout: float,
+    log_path: Path,
+    env: dict[str, str],
+    repo: Path,
+    kill_grace: float,
 ) -> tuple[int | None, bool]:
-    program = resolve_program(argv[0], cwd, env.get("PATH")) if argv else None
+    path_var = env.get("PATH", os.environ.get("PATH"))
+    program = resolve_program(argv[0], cwd, path_var) if argv else None
     if program is None:
-        _note(out, f"localdispatch: test command {argv[:1]} not found on PATH\n")
+        _note(log_path, f"localdispatch: test command {argv[:1]} not found on PATH\n")
         return NOT_FOUND, False
     try:
-        proc = subprocess.Popen(
+        handle = start_worker(
+            "test-gate",
             [program, *argv[1:]],
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            log_path=log_path,
+            marker=gate_marker(repo),
             env=env,
         )
-    except FileNotFoundError:
-        _note(out, f"localdispatch: test command {program} not found\n")
-        return NOT_FOUND, False
-    except OSError as exc:  # not executable, bad format: cannot run means cannot pass
-        _note(out, f"localdispatch: cannot start test command {program}: {exc}\n")
+    except WorkerError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            _note(log_path, f"localdispatch: test command {program} not found\n")
+            return NOT_FOUND, False
+        # not executable, bad format: cannot run means cannot pass
+        _note(log_path, f"localdispatch: cannot start test command {program}: {exc.__cause__}\n")
         return CANNOT_RUN, False
-    try:
-        return proc.wait(timeout=timeout), False
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)
-        proc.wait()
-        _note(out, f"\nlocaldispatch: killed the test command after {timeout:g} s\n")
-        return None, True
+    if handle.wait(timeout):
+        return handle.returncode, False
+    handle.kill(kill_grace)
+    _note(log_path, f"\nlocaldispatch: killed the test command after {timeout:g} s\n")
+    return None, True
 
 
-def _note(out: BinaryIO, text: str) -> None:
-    out.write(text.encode("utf-8"))
-    out.flush()
+def _note(log_path: Path, text: str) -> None:
+    with log_path.open("ab") as out:
+        out.write(text.encode("utf-8"))
 
 
 def resolve_program(name: str, cwd: Path, path_var: str | None) -> str | None:
@@ -219,38 +229,6 @@ def resolve_program(name: str, cwd: Path, path_var: str | None) -> str | None:
         return str(candidate) if candidate.exists() else None
     # shutil.which knows PATHEXT, so `npm` finds npm.cmd on Windows.
     return shutil.which(name, path=path_var)
-
-
-def kill_tree(pid: int, rounds: int = 5) -> None:
-    """Kill ``pid`` and every process below it.
-
-    Everything is suspended first so that nothing can start a new child between the listing
-    and the kill; the listing is repeated until it finds nothing new.
-    """
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    seen: dict[int, psutil.Process] = {}
-    for _ in range(rounds):
-        try:
-            found = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            found = [root]
-        fresh = [p for p in found if p.pid not in seen]
-        if not fresh:
-            break
-        for proc in fresh:
-            seen[proc.pid] = proc
-            _quietly(proc.suspend)
-    for proc in seen.values():
-        _quietly(proc.kill)
-    psutil.wait_procs(list(seen.values()), timeout=5)
-
-
-def _quietly(action: Callable[[], object]) -> None:
-    with contextlib.suppress(psutil.Error):
-        action()
 
 
 def read_tail(path: Path, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str:
