@@ -79,6 +79,8 @@ def test_conflict_resolved_and_closed_with_the_cli_then_merged_by_the_next_tick(
         cwd=env.repo,
     )
     assert closed.returncode == 0, closed.stderr
+    assert f"Merging {b} into main is retried by the next dispatcher run" in closed.stdout
+    assert f"{second.id} is done once it lands" in closed.stdout
     [outcome] = env.queue.retry_pending()
 
     assert outcome.status == "merged" and outcome.task_id == second.id

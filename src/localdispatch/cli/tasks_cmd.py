@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..dispatch_state import load_owner
 from ..errors import UsageError
 from ..layout import Layout, ensure_state_ignored
 from ..paths import confine_all
@@ -195,30 +196,62 @@ def _ready(args: argparse.Namespace) -> int:
 
 
 def _close(args: argparse.Namespace) -> int:
-    store = _store(args, writing=True)
     status = "failed" if args.failed else "done"
+    return _change(args, lambda store, task_id: store.close(task_id, args.reason, status), "Closed")
+
+
+def _reopen(args: argparse.Namespace) -> int:
+    return _change(args, lambda store, task_id: [store.reopen(task_id)], "Reopened")
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    reason = args.reason or "cancelled"
+    return _change(
+        args, lambda store, task_id: store.close(task_id, reason, "cancelled"), "Cancelled"
+    )
+
+
+def _change(
+    args: argparse.Namespace,
+    act: Callable[[TaskStore, str], list[Task]],
+    verb: str,
+) -> int:
+    """Apply ``act`` to each task, then say what happens next (a stopped worker, a merge
+    that is retried): the person who closed a task should not have to guess."""
+    config, layout = common.load(args)
+    ensure_state_ignored(layout)
+    store = open_store(config, layout)
+    running = load_owner(layout) is not None
     changed: list[Task] = []
+    lines: list[str] = []
     for task_id in args.ids:
-        changed.extend(store.close(task_id, reason=args.reason, status=status))
-    lines = [f"Closed {t.id} ({t.status}): {t.title}" for t in changed]
+        before = store.get(task_id)
+        done = act(store, task_id)
+        changed.extend(done)
+        lines.extend(f"{verb} {t.id} ({t.status}): {t.title}" for t in done)
+        note = next_step_note(before, done[0], config.branch, running)
+        if note:
+            lines.append(f"  {note}")
     _print_tasks(args, changed, "\n".join(lines))
     return 0
 
 
-def _reopen(args: argparse.Namespace) -> int:
-    store = _store(args, writing=True)
-    changed = [store.reopen(task_id) for task_id in args.ids]
-    _print_tasks(args, changed, "\n".join(f"Reopened {t.id}: {t.title}" for t in changed))
-    return 0
-
-
-def _cancel(args: argparse.Namespace) -> int:
-    store = _store(args, writing=True)
-    changed: list[Task] = []
-    for task_id in args.ids:
-        changed.extend(store.close(task_id, reason=args.reason or "cancelled", status="cancelled"))
-    _print_tasks(args, changed, "\n".join(f"Cancelled {t.id}: {t.title}" for t in changed))
-    return 0
+def next_step_note(before: Task, after: Task, base: str, running: bool) -> str | None:
+    """What the change of ``before`` into ``after`` sets in motion, in one sentence."""
+    who = "the running dispatcher" if running else "the next dispatcher run"
+    when = "now" if running else "(python dispatch_workers.py --until-idle)"
+    if after.kind == "conflict" and after.status == "done" and after.branch:
+        origin = f"; {after.discovered_from} is done once it lands" if after.discovered_from else ""
+        return f"Merging {after.branch} into {base} is retried by {who} {when}{origin}."
+    if after.kind == "conflict" and after.status == "open":
+        return f"A worker gets the conflict of {after.branch} again from {who}."
+    if after.kind == "conflict" and after.status == "cancelled":
+        return f"The merge of {after.branch} is given up; {after.discovered_from} fails."
+    if before.status == "in_progress":
+        if running:
+            return "Its worker is stopped by the running dispatcher; nothing of it is merged."
+        return "No dispatcher is running; nothing of it will be merged."
+    return None
 
 
 def _dep(args: argparse.Namespace) -> int:
@@ -255,7 +288,7 @@ def table(tasks: Iterable[Task], context: Iterable[Task]) -> str:
         suffix = f"  [waits for {', '.join(waits)}]" if waits else ""
         rows.append((task.id, task.status, f"P{task.priority}", task.kind, task.title + suffix))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = []
+    lines: list[str] = []
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
         lines.append("  ".join([*cells, row[4]]))
