@@ -278,10 +278,10 @@ def test_interrupt_twice_kills_and_puts_tasks_back(make_env) -> None:  # type: i
 def test_a_conflict_task_resolves_on_its_branch(make_env) -> None:  # type: ignore[no-untyped-def]
     env = make_env("resolve_worker.py")
     clone = clone_at(env.repo, env.layout.slot_worktree(2))
-    gitops.prepare_task_slot(clone, "main", "ld/t-0-readme")
+    start = gitops.prepare_task_slot(clone, "main", "ld/t-0-readme")
     (clone.path / "README.md").write_text("# branch side\n", encoding="utf-8")
     git(clone.path, "commit", "-q", "-am", "branch edit")
-    gitops.publish_branch(clone, "ld/t-0-readme", force=True)
+    gitops.publish_branch(clone, "ld/t-0-readme", start, force=True)
     (env.repo / "README.md").write_text("# main side\n", encoding="utf-8")
     git(env.repo, "commit", "-q", "-am", "main edit")
     task_id = env.add(

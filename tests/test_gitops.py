@@ -58,10 +58,10 @@ def test_a_slot_is_a_private_clone_and_leaves_the_user_alone(repo: Path) -> None
     commit_in(tree, "b.txt", "b\n")
     assert refs(repo) == before  # nothing reached the user's refs...
     assert len(gitops.commits_between(tree, start, "ld/t-1-a")) == 2
-    tip = gitops.publish_branch(clone, "ld/t-1-a", force=True)  # ...until it is fetched
+    tip = gitops.publish_branch(clone, "ld/t-1-a", start, force=True)  # ...until it is sent
     assert tip == git(tree, "rev-parse", "HEAD")
     assert len(gitops.commits_between(repo, start, "ld/t-1-a")) == 2
-    assert gitops.publish_branch(clone, "ld/no-such-branch", force=True) is None
+    assert gitops.publish_branch(clone, "ld/no-such-branch", start, force=True) is None
 
 
 def test_a_slot_is_reused_and_reset_for_the_next_task(repo: Path) -> None:
@@ -119,9 +119,9 @@ def test_a_worktree_left_by_an_older_version_becomes_a_clone(repo: Path) -> None
 
 def test_cleanup_deletes_only_empty_unneeded_branches(repo: Path) -> None:
     clone = slot(repo)
-    gitops.prepare_task_slot(clone, "main", "ld/t-1-a")
+    start = gitops.prepare_task_slot(clone, "main", "ld/t-1-a")
     commit_in(clone.path, "a.txt", "a\n")  # t-1 has real work: must survive
-    gitops.publish_branch(clone, "ld/t-1-a", force=True)
+    gitops.publish_branch(clone, "ld/t-1-a", start, force=True)
     git(repo, "branch", "ld/t-2-empty")
     git(repo, "branch", "ld/t-3-kept")
     git(repo, "branch", "user-branch")
@@ -135,9 +135,9 @@ def test_cleanup_deletes_only_empty_unneeded_branches(repo: Path) -> None:
 
 def make_conflict(repo: Path) -> str:
     clone = slot(repo, 2)
-    gitops.prepare_task_slot(clone, "main", "ld/t-1-a")
+    start = gitops.prepare_task_slot(clone, "main", "ld/t-1-a")
     commit_in(clone.path, "README.md", "# from the branch\n")
-    gitops.publish_branch(clone, "ld/t-1-a", force=True)
+    gitops.publish_branch(clone, "ld/t-1-a", start, force=True)
     commit_in(repo, "README.md", "# from main\n")
     return "ld/t-1-a"
 
@@ -164,7 +164,7 @@ def test_a_resolved_but_uncommitted_merge_is_committed_and_published(repo: Path)
     (tree / "README.md").write_text("# both\n", encoding="utf-8")
     git(tree, "add", "README.md")  # what Aider does before its commit is refused
     assert gitops.finish_merge(tree) is True
-    gitops.publish_branch(clone, branch, force=False)
+    gitops.publish_branch(clone, branch, tip, force=False)
     commits = gitops.commits_between(repo, tip, branch)
     assert len(commits) >= 2  # the merge commit and main's commit it brings in
     assert git(repo, "merge-base", "--is-ancestor", "main", branch) == ""
@@ -226,9 +226,9 @@ def test_hooks_and_config_a_worker_plants_never_run(repo: Path, tmp_path: Path) 
     git(clone.path, "config", "core.hooksPath", str(hooks))
     git(clone.path, "config", "core.fsmonitor", f"sh -c 'echo ran > \"{proof}\"'")
     commit_in(repo, "base.txt", "moved\n")
-    gitops.prepare_task_slot(clone, "main", "ld/t-2-b")  # checkout, clean, update-ref
+    start = gitops.prepare_task_slot(clone, "main", "ld/t-2-b")  # checkout, clean, refs
     commit_in(clone.path, "a.txt", "a\n")  # git itself (no hooks path any more)
-    gitops.publish_branch(clone, "ld/t-2-b", force=True)
+    gitops.publish_branch(clone, "ld/t-2-b", start, force=True)
     assert not proof.exists()
     assert "hooksPath" not in (clone.git_dir / "config").read_text(encoding="utf-8")
 
@@ -243,9 +243,9 @@ def test_the_dispatchers_git_runs_no_hook_of_the_users_repository(
         (hooks / name).write_text(f"#!/bin/sh\necho {name} >> '{proof}'\n", encoding="utf-8")
         (hooks / name).chmod(0o755)
     clone = slot(repo)
-    gitops.prepare_task_slot(clone, "main", "ld/t-1-a")
+    start = gitops.prepare_task_slot(clone, "main", "ld/t-1-a")
     commit_in(clone.path, "a.txt", "a\n")
-    gitops.publish_branch(clone, "ld/t-1-a", force=True)  # a ref update in the user's repo
+    gitops.publish_branch(clone, "ld/t-1-a", start, force=True)  # a ref update in the user's
     gitops.cleanup_stale(repo, [], "main")
     assert gitops.branch_exists(repo, "ld/t-1-a")
     assert not proof.exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import gitops
+from .aider_output import give_up_in_log
 from .clones import TamperedClone, clone_at
 from .config import Config
 from .dispatch_state import RunRecord
@@ -65,6 +66,14 @@ def judge_finished(
     """Judge an attempt whose worker has exited; emits ``finish`` with the verdict."""
     record, handle = run.record, run.handle
     found = examine(layout, record, task, emit)
+    refusal = found.refusal
+    if refusal is None and config.worker_backend == "aider":
+        # Aider's own words about why it stopped count even if it committed: code it left
+        # with lint errors, or half-applied edits, is not the task done.
+        gave_up = give_up_in_log(record.log)
+        if gave_up is not None:
+            refusal = gave_up.cause
+            emit("gave_up", task=task.id, kind=gave_up.kind, cause=gave_up.cause)
     exit_code = handle.returncode if handle else None
     verdict = judge(
         task,
@@ -76,7 +85,7 @@ def judge_finished(
         auto_merge=config.auto_merge_worktrees,
         log_path=record.log,
         accidental=found.accidental,
-        refusal=found.refusal,
+        refusal=refusal,
     )
     exited_at = handle.exited_at if handle and handle.exited_at else time.time()
     emit(
@@ -117,7 +126,13 @@ def examine(layout: Layout, record: RunRecord, task: Task, emit: Emit) -> Findin
     commits = gitops.commits_between(tree, record.start_commit, record.branch)
     if not commits or not changes:  # commits that change nothing (state files) are no work
         return Findings(commits=[], accidental=[])
-    gitops.publish_branch(clone, record.branch, force=record.kind != "conflict")
+    gitops.publish_branch(
+        clone,
+        record.branch,
+        record.start_commit,
+        force=record.kind != "conflict",
+        tip=commits[0],  # rev-list lists the newest first
+    )
     found = []
     if task.kind != "conflict":  # as in find_accidental_files: its branch has the base's too
         found = accidental_files([p for p, status in changes.items() if status == "A"], task.files)

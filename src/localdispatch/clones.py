@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomicfile import write_atomic
 from .errors import GitError
-from .gitcmd import git_out, run_git
+from .gitcmd import git_out, run_git, start_git
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +151,22 @@ def ceiling_env(
         ceilings.append(str(repo.resolve()))
     ceilings.extend(filter(None, [environ.get("GIT_CEILING_DIRECTORIES")]))
     return {"GIT_CEILING_DIRECTORIES": os.pathsep.join(ceilings)}
+
+
+def _ensure_content(path: Path, text: str) -> None:
+    """Make ``path`` hold ``text``, writing only when it does not (the usual case after a
+    worker is that nothing changed). No fsync: a clone's files are not the user's data, and
+    one a crash left half-written is rewritten or the clone remade on its next use."""
+    data = text.encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".localdispatch-tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def remove_stale_locks(git_dir: Path) -> list[str]:
@@ -279,13 +294,11 @@ class PrivateClone:
                 remove_tree(target)
             elif os.path.lexists(target):
                 target.unlink()
-        write_atomic(self.git_dir / "config", self.origin.config_text.encode("utf-8"))
+        _ensure_content(self.git_dir / "config", self.origin.config_text)
         alternates = self.git_dir / "objects" / "info" / "alternates"
-        alternates.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(alternates, (self.origin.objects.as_posix() + "\n").encode("utf-8"))
+        _ensure_content(alternates, self.origin.objects.as_posix() + "\n")
         exclude = self.git_dir / "info" / "exclude"
-        exclude.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(exclude, "".join(f"{line}\n" for line in self.exclude).encode("utf-8"))
+        _ensure_content(exclude, "".join(f"{line}\n" for line in self.exclude))
 
     def discard(self) -> None:
         """Delete the clone's folder; links inside are removed, never followed."""
@@ -313,13 +326,72 @@ class PrivateClone:
             return None
         return found.stdout.strip() or None
 
+    def forget_history(self) -> None:
+        """Drop every ref, reflog and object of the clone's own (between attempts).
+
+        What an attempt committed has been copied to the user's repository by then, and a
+        new attempt starts from commits that are all there (seen through the alternate), so
+        the clone needs none of it: each attempt starts with a git dir holding nothing from
+        the last occupant but the index, and the check of ``.git`` stays small however many
+        attempts the slot has seen.
+        """
+        objects = self.git_dir / "objects"
+        if objects.is_dir():
+            for entry in objects.iterdir():
+                if entry.name not in ("info", "pack") and entry.is_dir():
+                    remove_tree(entry)
+            pack = objects / "pack"
+            if pack.is_dir():
+                remove_tree(pack)
+        for name in ("refs", "logs"):
+            if (self.git_dir / name).is_dir():
+                remove_tree(self.git_dir / name)
+        (self.git_dir / "packed-refs").unlink(missing_ok=True)
+        (self.git_dir / "refs" / "heads").mkdir(parents=True, exist_ok=True)
+        (self.git_dir / "refs" / "tags").mkdir(exist_ok=True)
+
     def checkout_fresh(self, branch: str, commit: str) -> None:
         """Point ``branch`` at ``commit``, check it out and remove every other file."""
         self.run(["checkout", "--force", "--quiet", "-B", branch, commit])
         self.run(["clean", "-ffdxq"])
 
     def set_branch(self, branch: str, commit: str) -> None:
-        self.run(["update-ref", f"refs/heads/{branch}", commit])
+        """Point ``branch`` at ``commit``. Written as a loose ref file when it can be (the
+        clone is ours and nothing runs in it now: a git process saved per attempt)."""
+        ref = self.git_dir / "refs" / "heads" / branch
+        try:
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            _ensure_content(ref, commit + "\n")
+        except OSError:
+            self.run(["update-ref", f"refs/heads/{branch}", commit])
+
+    def send(self, tip: str, have: str) -> None:
+        """Copy the objects of ``tip`` that ``have`` lacks into the user's repository.
+
+        ``git pack-objects`` in the clone piped into ``git unpack-objects --strict`` in the
+        user's repository: two processes where a fetch starts five, and every object is
+        checked (its hash and its links) before it is written. Writes no ref.
+        """
+        args = ["pack-objects", "--stdout", "--revs", "-q"]
+        unpack = ["unpack-objects", "-q", "--strict"]
+        packer = start_git(["--git-dir", str(self.git_dir), *args], self.path)
+        unpacker = start_git(unpack, self.origin.repo, stdin=packer.stdout)
+        assert packer.stdin is not None and packer.stdout is not None
+        packer.stdout.close()  # the unpacker owns the read end now
+        try:
+            packer.stdin.write(f"{tip}\n^{have}\n".encode("ascii"))
+            packer.stdin.close()
+        except OSError:
+            pass  # the packer died early; its exit code below says so
+        packer.stdin = None  # written and closed: communicate() must not touch it again
+        errors = [p.communicate(timeout=120)[1] for p in (unpacker, packer)]
+        if packer.returncode or unpacker.returncode:
+            detail = b" ".join(errors).decode("utf-8", "replace").strip()
+            raise GitError(
+                f"Copying the objects of {tip[:12]} from {self.path} into "
+                f"{self.origin.repo} failed: {detail or 'no output'}",
+                path=self.path,
+            )
 
     def publish(self, ref: str, dest: str | None, *, force: bool = True) -> None:
         """Fetch ``ref`` of the clone into the user's repository: to the ref ``dest`` (a

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import gitops
+from . import containment, gitops
 from .attempts import ActiveRun, examine, judge_finished
 from .config import Config
 from .dispatch_state import RunRecord, StateFile, dispatcher_lock, pending_merges
@@ -130,6 +130,7 @@ class Dispatcher:
                 return
             self._check_timeouts()
             self._check_overruled()
+            containment.sweep()  # orphans that left a worker's tree and dropped their marker
             self._maybe_ingest()
             self._maybe_retry_pending()
             if self._interrupts == 0 and not self._quota_reached():

@@ -11,6 +11,7 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from . import containment
 from .errors import GitError
@@ -97,6 +98,27 @@ def run_git(
             path=cwd,
         )
     return result
+
+
+def start_git(
+    args: Sequence[str], cwd: Path, *, stdin: int | IO[bytes] | None = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
+    """Start ``git ARGS`` in ``cwd`` with binary pipes (stdout and stderr captured), for the
+    rare caller that streams data through git; the caller waits for it."""
+    try:
+        return containment.spawn(
+            ["git", *SAFE_CONFIG, *args],
+            cwd=cwd,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=git_env(),
+        )
+    except FileNotFoundError as exc:
+        raise GitError(
+            "git is not installed or not on PATH.",
+            hint="Install git (https://git-scm.com) and open a new terminal.",
+        ) from exc
 
 
 _FALLBACK_IDENTITY = (("user.name", "localdispatch"), ("user.email", "localdispatch@localhost"))

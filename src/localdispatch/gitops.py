@@ -223,6 +223,7 @@ def _checkout(
     """Secure the slot, check ``branch`` out at ``commit`` (rebuilding a broken slot once),
     and name ``base`` in it."""
     clone.secure()
+    clone.forget_history()
     try:
         clone.checkout_fresh(branch, commit)
     except GitError as exc:
@@ -234,18 +235,37 @@ def _checkout(
         clone.set_branch(base, base_sha or commit)
 
 
-def publish_branch(clone: PrivateClone, branch: str, *, force: bool) -> str | None:
-    """Fetch the slot's ``branch`` into the user's repository; its tip there, or None when
-    the slot has no such branch (nothing is written then).
+def publish_branch(
+    clone: PrivateClone, branch: str, start: str, *, force: bool, tip: str | None = None
+) -> str | None:
+    """Bring the slot's ``branch`` (at ``tip``, if the caller knows it) into the user's
+    repository: its objects that ``start`` (a commit the user's repository has) lacks, then
+    the ref. Returns its tip there, or None when the slot has no such branch (nothing is
+    written then).
 
     A task's branch is the dispatcher's to overwrite (a retry starts it anew); a conflict
     task's branch is the original task's, and only moves forward (``force`` False).
     """
-    if clone.rev(f"refs/heads/{branch}") is None:
+    tip = tip or clone.rev(f"refs/heads/{branch}")
+    if tip is None:
         return None
-    ref = f"refs/heads/{branch}"
-    clone.publish(ref, ref, force=force)
-    return rev_parse(clone.origin.repo, ref)
+    repo, ref = clone.origin.repo, f"refs/heads/{branch}"
+    clone.send(tip, start)
+    expect: list[str] = []
+    if not force:
+        old = rev_parse(repo, ref)
+        if old is not None:
+            ancestor = run_git(["merge-base", "--is-ancestor", old, tip], repo, check=False)
+            if ancestor.returncode != 0:
+                raise GitError(
+                    f"The branch {branch} moved in {repo} while its conflict was being "
+                    "resolved; the resolution is not a continuation of it.",
+                    hint=f"Resolve it by hand on {branch}, then close the conflict task.",
+                    path=repo,
+                )
+            expect = [old]
+    run_git(["update-ref", "-m", "localdispatch: work of a worker", ref, tip, *expect], repo)
+    return tip
 
 
 def merge_in_progress(worktree: Path) -> bool:

@@ -7,10 +7,10 @@ state file can be committed, merged or conflicted.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import containment
 from .config import CONFIG_FILENAME, LAUNCHERS, Config
 from .errors import ConfigError
 
@@ -134,7 +134,7 @@ def _relative(path: Path, root: Path) -> str | None:
 def git_common_dir(repo: Path) -> Path | None:
     """The shared .git folder of ``repo`` (the same for all its worktrees), or None."""
     try:
-        out = subprocess.run(
+        out = containment.run(
             ["git", "rev-parse", "--git-common-dir"],
             cwd=repo,
             capture_output=True,

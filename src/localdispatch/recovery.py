@@ -13,6 +13,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import psutil
+from filelock import FileLock, Timeout
+
 from . import checkout_journal, gitops
 from .attempts import Emit, Findings, examine, report_accidental
 from .clones import remove_stale_locks
@@ -22,9 +25,23 @@ from .events import EventLog
 from .layout import Layout
 from .merging import MergeQueue
 from .store import TaskStore
-from .supervisor import ProcessKey, find_process, kill_tree, marked_processes, repo_marker
+from .supervisor import (
+    MARKER_ENV,
+    ProcessKey,
+    find_process,
+    kill_tree,
+    marked_processes,
+    repo_marker,
+)
 from .tasks import Task
 from .workers import Verdict, find_accidental_files, judge
+
+
+def _is_gate(proc: psutil.Process) -> bool:
+    try:
+        return "/gate/" in proc.environ().get(MARKER_ENV, "")
+    except (psutil.Error, OSError):
+        return False
 
 
 class Recovery:
@@ -55,9 +72,23 @@ class Recovery:
                     reason="left running by an earlier dispatcher",
                 )
         strays = marked_processes(repo_marker(self.layout.repo))
+        gates = [proc for proc in strays if _is_gate(proc)]
+        if gates and not self._merge_slot_free():
+            strays = [proc for proc in strays if proc not in gates]  # a live merge's gate
         if strays:
             pids = kill_tree(None, grace=grace, known=strays)
             self.emit("kill", pids=pids, reason="worker processes of an earlier run")
+
+    def _merge_slot_free(self) -> bool:
+        """Whether no process holds the merge slot: then a test gate still running is a
+        leftover of a killed run, not the gate of a merge in progress elsewhere."""
+        lock = FileLock(str(self.layout.locks / "merge_slot.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        lock.release()
+        return True
 
     def clear_stale_locks(self) -> None:
         """git lock files that the killed run left in the trees it owns (slots, integration):

@@ -49,6 +49,7 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import IO, NamedTuple
 
+from . import containment
 from .errors import GitError
 
 log = logging.getLogger(__name__)
@@ -394,7 +395,7 @@ class _ParserProcess:
         self._replies = queue.Queue()  # a fresh one: nothing a killed child said may leak in
         self._greeted = False
         try:
-            self._proc = subprocess.Popen(
+            self._proc = containment.spawn(
                 self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
             )
         except OSError as exc:
@@ -620,7 +621,7 @@ def _git_env() -> dict[str, str]:
 def _git(repo: Path, args: Sequence[str], git_args: Sequence[str], stdin: bytes = b"") -> bytes:
     argv = ["git", *git_args, *args]
     try:
-        result = subprocess.run(
+        result = containment.run(
             argv,
             cwd=repo,
             input=stdin,
@@ -638,7 +639,8 @@ def _git(repo: Path, args: Sequence[str], git_args: Sequence[str], stdin: bytes 
         raise GitError(f"`git {' '.join(args)}` did not finish in {GIT_TIMEOUT_SECS:g} s.") from exc
     if result.returncode != 0:
         raise _git_failed(args, repo, result.stderr)
-    return result.stdout
+    out: bytes = result.stdout
+    return out
 
 
 def _git_failed(args: Sequence[str], repo: Path, stderr: bytes) -> GitError:
@@ -682,7 +684,7 @@ class _BlobReader:
             # A file, not a pipe, so it cannot fill up and stall git; closed in __exit__.
             self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
             try:
-                self._proc = subprocess.Popen(
+                self._proc = containment.spawn(
                     self.argv,
                     cwd=self.repo,
                     stdin=subprocess.PIPE,
