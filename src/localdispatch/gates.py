@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from .errors import GitError
-from .gitcmd import run_git
+from .gitcmd import SAFE_CONFIG, run_git
 from .sanity import check_merge
 from .test_gate import PathGate, describe_hits
 
@@ -83,7 +83,7 @@ def refusal(
                 "your `git status` and could be committed"
             )
     if sanity:
-        report = check_merge(tree, base, merged)
+        report = check_merge(tree, base, merged, git_args=SAFE_CONFIG)
         if report.findings:
             return f"the sanity gate found {report.summary()}"
     return None
