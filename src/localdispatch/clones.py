@@ -64,7 +64,12 @@ _INHERITED_KEYS = (
     "core.quotepath",
     "user.name",
     "user.email",
+    "user.signingKey",
+    "commit.gpgSign",
+    "gpg.format",
+    "gpg.program",
     "i18n.commitencoding",
+    "merge.conflictStyle",
 )
 _REPARSE_POINT = 0x400  # FILE_ATTRIBUTE_REPARSE_POINT: a Windows symlink or junction
 
