@@ -197,7 +197,7 @@ def run_aider(
     """
     from localdispatch.aider import aider_argv, aider_env
 
-    side = repo.parent / f"{repo.name}-aider"
+    side = repo.resolve().parent / f"{repo.name}-aider"
     (side / "home").mkdir(parents=True, exist_ok=True)
     task_file = side / "task.md"
     task_file.write_text(message, encoding="utf-8")

@@ -210,7 +210,8 @@ def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
 ) -> None:
     """OpenAI protocol (streamed as server-sent events), diff edit format: a SEARCH/REPLACE
     block that applies is committed and merged; one that matches nothing leaves no commit
-    although Aider exits 0, so the task is retried and then failed, with the log named.
+    although Aider exits 0, so the task is retried and then failed with the cause Aider gave
+    in its log, and the log named.
     Aider finds the server through the splitter's llm.base_url, with no key set anywhere."""
     for name in ("OPENAI_API_BASE", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
@@ -243,7 +244,10 @@ def test_openai_edits_that_apply_merge_and_ones_that_do_not_fail(
     assert git(repo, "show", "main:hello.py") + "\n" == HELLO_HI
     failed = board[bad]
     assert failed["status"] == "failed" and failed["attempts"] == 2
-    assert "finished without a commit" in failed["closed_reason"]
+    assert (
+        'Aider gave up: "Only 3 reflections allowed, stopping." after edits that did not apply '
+        "(SearchReplaceNoExactMatch: a SEARCH block matched nothing in README.md)"
+    ) in failed["closed_reason"]
     log = re.search(r"\(log: (.+?\.log)\)", failed["closed_reason"])
     assert log, failed["closed_reason"]
     assert "SearchReplaceNoExactMatch" in Path(log.group(1)).read_text(encoding="utf-8")

@@ -210,11 +210,7 @@ EXPECTED: dict[str, tuple[str, bool, tuple[str, ...]] | None] = {
         ("litellm.AuthenticationError", "Check your API key."),
     ),
     "token_limit": ("token_limit", False, ('"Model ollama_chat/stub has hit a token limit!"',)),
-    "context_exceeded": (
-        "token_limit",
-        False,
-        ('"Model openai/stub has hit a token limit!"', "possibly exhausted context window!"),
-    ),
+    "context_exceeded": ("token_limit", False, ('"Model openai/stub has hit a token limit!"',)),
     "empty": ("empty_reply", False, ("Empty response received from LLM.",)),
     "dead_killed": (
         "model_error",
@@ -336,6 +332,33 @@ def test_a_traceback_that_ends_the_log_is_a_crash() -> None:
     assert give_up is not None and give_up.kind == "aider_error"
     assert give_up.cause == "Aider crashed: KeyError: 'fence'"
     assert read_give_up(stored("lint_then_fixed")) is None  # lint tracebacks are not crashes
+
+
+def test_several_blocks_that_matched_nothing_are_counted() -> None:
+    """diff_nomatch's last report, as Aider words it for two blocks in two files."""
+    one = "## SearchReplaceNoExactMatch: This SEARCH block failed to exactly match lines in\n"
+    text = stored("diff_nomatch")
+    cut = text.rindex(one)
+    two = text[:cut] + one + "hello.py\n" + one.replace("in\n", "in app/x.py\n") + text[cut:]
+    give_up = read_give_up(two)
+    assert give_up is not None
+    assert "3 SEARCH blocks matched nothing in hello.py, app/x.py)" in give_up.cause
+
+
+def test_a_token_limit_names_the_limit_only_when_aider_knows_it() -> None:
+    """With a model Aider knows no limits for it says "~495 of 0 -- possibly exhausted":
+    no help. With known limits the line that was passed is the cause."""
+    unknown = read_give_up(stored("context_exceeded"))
+    assert unknown is not None
+    assert unknown.cause == 'Aider stopped: "Model openai/stub has hit a token limit!"'
+    known = stored("context_exceeded").replace(
+        "Input tokens: ~495 of 0 -- possibly exhausted context window!",
+        "Input tokens: ~40,210 of 32,768 -- possibly exhausted context window!",
+    )
+    given = read_give_up(known)
+    assert given is not None and given.cause.endswith(
+        "(Input tokens: ~40,210 of 32,768 -- possibly exhausted context window!)"
+    )
 
 
 def test_an_empty_or_foreign_log_says_nothing() -> None:

@@ -124,7 +124,8 @@ _API_DESCRIPTIONS = (
 )
 # base_coder.show_exhausted_error: f"Model {self.main_model.name} has hit a token limit!"
 _TOKEN_LIMIT = re.compile(r"Model \S+ has hit a token limit!")
-_TOKEN_HINT = re.compile(r"(?:Input|Output|Total) tokens: .* -- possibly .*!")
+# Its hint lines; "of 0" means Aider does not know the model's limits, so the hint says nothing.
+_TOKEN_HINT = re.compile(r"(?:Input|Output|Total) tokens: ~\S+ of [1-9][\d,]* -- possibly .*!")
 # base_coder.py / io.py: tool_warning("Empty response received from LLM. Check your provider
 # account?")
 _EMPTY = "Empty response received from LLM. Check your provider account?"
@@ -177,6 +178,24 @@ EventName = Literal[
     "aider_error",
     "crash",
 ]
+
+
+_EXACT: dict[str, EventName] = {
+    _LINT: "lint",
+    _NOT_CONFORM: "not_conform",
+    _COMMIT_MESSAGE_FAILED: "commit_message_failed",
+    _EMPTY: "empty",
+    _UPDATE_EXCEPTION: "update_exception",
+}
+_PATTERNS: tuple[tuple[re.Pattern[str], EventName], ...] = (
+    (_APPLIED, "applied"),
+    (_TOKENS, "tokens"),
+    (_REFLECTIONS, "reflections"),
+    (_API_ERROR, "api_error"),
+    (_RETRYING, "retrying"),
+    (_TOKEN_LIMIT, "token_limit"),
+    (_AIDER_ERRORS, "aider_error"),
+)
 
 
 @dataclass(frozen=True)
@@ -247,28 +266,9 @@ def _in_place(name: EventName, lines: Sequence[str], index: int, events: Sequenc
 
 
 def _classify(line: str) -> EventName | None:
-    exact: dict[str, EventName] = {
-        _LINT: "lint",
-        _NOT_CONFORM: "not_conform",
-        _COMMIT_MESSAGE_FAILED: "commit_message_failed",
-        _EMPTY: "empty",
-        _UPDATE_EXCEPTION: "update_exception",
-    }
-    if line in exact:
-        return exact[line]
-    patterns: tuple[tuple[re.Pattern[str], EventName], ...] = (
-        (_APPLIED, "applied"),
-        (_TOKENS, "tokens"),
-        (_REFLECTIONS, "reflections"),
-        (_API_ERROR, "api_error"),
-        (_RETRYING, "retrying"),
-        (_TOKEN_LIMIT, "token_limit"),
-        (_AIDER_ERRORS, "aider_error"),
-    )
-    for pattern, name in patterns:
-        if pattern.fullmatch(line):
-            return name
-    return None
+    if line in _EXACT:
+        return _EXACT[line]
+    return next((name for pattern, name in _PATTERNS if pattern.fullmatch(line)), None)
 
 
 def _joined(lines: Sequence[str], index: int, limit: int = 8) -> str:
@@ -291,26 +291,18 @@ def _joined(lines: Sequence[str], index: int, limit: int = 8) -> str:
 
 
 # ---- deciding -----------------------------------------------------------------------------
-_OUTCOMES: frozenset[EventName] = frozenset(
-    {
-        "applied",
-        "reflections",
-        "lint",
-        "not_conform",
-        "api_error",
-        "token_limit",
-        "empty",
-        "update_exception",
-        "aider_error",
-        "crash",
-    }
-)
-
-
 # What Aider prints as the last thing it does (nothing is asked of the model after it).
 _FINAL: frozenset[EventName] = frozenset(
     {"reflections", "api_error", "token_limit", "aider_error", "crash"}
 )
+# Events that say how a step ended (the rest only tell what happened around them).
+_OUTCOMES: frozenset[EventName] = _FINAL | {
+    "applied",
+    "lint",
+    "not_conform",
+    "empty",
+    "update_exception",
+}
 
 
 def _last_outcome(events: Sequence[_Event]) -> _Event | None:
@@ -457,12 +449,18 @@ def _edit_detail(lines: Sequence[str], start: int, limit: int = 200) -> str:
         if _classify(line.strip()) is not None:
             body = body[:index]
             break
+    # The file name may have been wrapped onto the next line.
+    missed = [
+        line[len(_NO_MATCH) :].strip() or _next_text(body, index + 1)
+        for index, line in enumerate(body)
+        if line.startswith(_NO_MATCH)
+    ]
+    if missed:
+        blocks = "a SEARCH block" if len(missed) == 1 else f"{len(missed)} SEARCH blocks"
+        where = ", ".join(dict.fromkeys(missed))
+        what = f"SearchReplaceNoExactMatch: {blocks} matched nothing in {where}"
+        return _clip(what, MAX_DETAIL_CHARS)
     for index, line in enumerate(body):
-        if line.startswith(_NO_MATCH):
-            path = line[len(_NO_MATCH) :].strip() or _next_text(body, index + 1)
-            return _clip(
-                f"SearchReplaceNoExactMatch: a SEARCH block matched nothing in {path}", 160
-            )
         udiff = _UDIFF.fullmatch(line)
         if udiff:
             path = _next_text(body, index + 1).split(" does not contain", 1)[0]
