@@ -118,8 +118,9 @@ def assert_reason_is_true(repo: Path, task: dict[str, Any]) -> None:
 
 
 def test_real_aider_with_the_real_model_lands_nothing_unsound(
-    llama_server: LlamaServer, aider_exe: Path, tmp_path: Path
+    aider_exe: Path, llama_server: LlamaServer, tmp_path: Path
 ) -> None:
+    # aider_exe first: without Aider the test skips before the model server is started.
     repo = make_repo(tmp_path / "my repo", {"hello.py": HELLO, "README.md": "# demo\n"})
     home = tmp_path / "home"
     home.mkdir()
