@@ -356,6 +356,14 @@ def test_model_server_problem_names_a_dead_server_and_passes_a_live_one(
         path.write_text(json.dumps({"ollama": {"host": server.url}}), encoding="utf-8")
         config = load_config(path)
         assert model_server_problem(config, layout_for(config)) is None
+        # A server that answers but lacks the model is no better: say how to get it.
+        path.write_text(
+            json.dumps({"ollama": {"host": server.url}, "model": "ollama_chat/llama3"}),
+            encoding="utf-8",
+        )
+        config = load_config(path)
+        problem = model_server_problem(config, layout_for(config))
+        assert problem and "ollama pull llama3:latest" in problem
     path.write_text(
         json.dumps({"worker_backend": "command", "worker_command": ["x"]}), encoding="utf-8"
     )

@@ -194,33 +194,54 @@ def check_worker_program(config: Config) -> None:
 
 
 def model_server_problem(config: Config, layout: Layout) -> str | None:
-    """Why Aider workers cannot reach their model server, or None if it answers.
+    """Why Aider workers cannot use their model server, or None if it answers.
 
-    Aider itself retries an unreachable server for over a minute and then exits 0 with
-    nothing done, so every attempt would burn its time before failing; saying so once at the
-    start saves the user that wait. Only a warning: the server may come up later.
+    Aider itself retries an unreachable server (or a model Ollama does not have) for over a
+    minute and then exits 0 with nothing done, so every attempt would burn its time and a
+    retry before failing. The dispatcher asks here before it starts work and after an attempt
+    without a commit (see ``model_watch.py``).
     """
     if config.worker_backend != "aider":
         return None
     env = {**worker_env(config, layout), **os.environ}
     if is_ollama_model(config.model):
-        base, probe, variable = env.get("OLLAMA_API_BASE"), "/api/version", "OLLAMA_API_BASE"
+        base, probe, variable = env.get("OLLAMA_API_BASE"), "/api/tags", "OLLAMA_API_BASE"
+        start = "start it with `ollama serve` (or the Ollama app), or fix ollama.host"
     elif config.model.startswith("openai/"):
         base, probe, variable = env.get("OPENAI_API_BASE"), "/models", "OPENAI_API_BASE"
+        start = "start it, or fix llm.base_url"
     else:
         return None  # a hosted model: its reachability is the provider's business
     if not base:
         return f"Aider's model {config.model} needs {variable} (or llm.base_url) to be set."
     url = base.rstrip("/") + probe
     try:
-        httpx.get(url, timeout=3.0, trust_env=not is_loopback(url))
+        reply = httpx.get(url, timeout=3.0, trust_env=not is_loopback(url))
     except httpx.HTTPError as exc:
         return (
             f"no model server answers at {base} ({type(exc).__name__}), which Aider workers "
-            f"use for {config.model}; they will fail until it runs (start it with "
-            "`ollama serve`, or fix ollama.host / llm.base_url)."
+            f"use for {config.model}; {start}."
         )
+    if is_ollama_model(config.model):
+        return _ollama_lacks(reply, config.model, base)
     return None
+
+
+def _ollama_lacks(reply: httpx.Response, model: str, base: str) -> str | None:
+    """Why Ollama's model list (``/api/tags``) shows it cannot serve ``model``, or None."""
+    try:
+        names = {str(m.get("name", "")) for m in reply.json().get("models", [])}
+    except (ValueError, AttributeError, TypeError):
+        return None  # not Ollama's answer: let Aider find out what the server is
+    wanted = model.split("/", 1)[1]
+    if ":" not in wanted:
+        wanted += ":latest"
+    if wanted in names or wanted.removesuffix(":latest") in names:
+        return None
+    return (
+        f"the Ollama server at {base} does not have the model {wanted} that Aider workers "
+        f"use; run `ollama pull {wanted}`, or set \"model\" to one it has."
+    )
 
 
 def expand_command(
