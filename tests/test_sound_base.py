@@ -214,3 +214,48 @@ def test_an_update_that_had_completed_leaves_only_its_journal(env: Env) -> None:
     git(env.repo, "merge", "-q", "--ff-only", update.new)
     assert checkout_journal.settle(journal, env.repo).state == "done"
     assert not journal.exists()
+
+
+# ---- the sanity gate in the merge queue ---------------------------------------------------
+
+AIDER_LEFTOVER = """def greet():
+<<<<<<< SEARCH
+    return "hello"
+=======
+    return "hi"
+>>>>>>> REPLACE
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("app/greet.py", AIDER_LEFTOVER, "app/greet.py line 2"),
+        ("notes/plan.md", "# Plan\n\n<<<<<<< HEAD\nmine\n=======\ntheirs\n>>>>>>> b\n", "line 3"),
+        ("conf/settings.json", '{"a": 1,\n "b": }\n', "conf/settings.json line 2"),
+        ("pyproject.toml", '[project]\nname = "x\n', "pyproject.toml"),
+    ],
+)
+def test_what_would_break_the_base_is_refused_with_file_and_line(
+    env: Env, name: str, text: str, where: str
+) -> None:
+    task = env.task()
+    before = env.tip()
+
+    outcome = env.queue.merge(task, env.branch("ld/bad", {name: text}))
+
+    assert outcome.status == "rejected"
+    assert "sanity gate" in outcome.message and where in outcome.message
+    assert env.tip() == before
+
+
+def test_a_file_already_broken_on_the_base_is_not_held_against_the_branch(env: Env) -> None:
+    commit(env.repo, {"legacy.py": "def broken(:\n    pass\n"}, "the user's own broken file")
+    branch = env.branch("ld/edit", {"legacy.py": "def broken(:\n    pass\n# touched\n"})
+    assert env.queue.merge(env.task(), branch).status == "merged"
+
+
+def test_the_sanity_gate_can_be_switched_off(repo: Path) -> None:
+    env = make_env(repo, sanity_gate=False)
+    outcome = env.queue.merge(env.task(), env.branch("ld/off", {"x.py": "not python\n"}))
+    assert outcome.status == "merged"

@@ -173,3 +173,23 @@ def test_a_lock_in_the_users_repository_is_named_never_removed_never_looped_on(
     lock.unlink()
     assert dispatch(repo, tmp_path / "stamps", "--until-idle").returncode == 0
     assert tasks(repo)[task_id]["status"] == "done"
+
+
+def test_a_worker_that_commits_broken_python_is_refused_and_told_why(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The worker writes "t-1 was here" into a .py file: it commits, but main must keep
+    importing. The sanity gate refuses it, the reason names file and line, and the next
+    attempt's task text says what was wrong."""
+    configure(repo, max_worker_retries=1)
+    task_id = add(repo, "Write the module", "--files", "module.py")
+
+    result = dispatch(repo, tmp_path / "stamps", "--until-idle")
+
+    assert result.returncode == 3, result.stderr
+    task = tasks(repo)[task_id]
+    assert task["status"] == "failed" and task["attempts"] == 2
+    assert "sanity gate" in task["closed_reason"] and "module.py line 1" in task["closed_reason"]
+    second = (repo / ".dispatch" / "tasks" / f"{task_id}-attempt2.md").read_text(encoding="utf-8")
+    assert "earlier attempt did not succeed" in second and "module.py line 1" in second
+    assert "module.py" not in git(repo, "ls-tree", "-r", "--name-only", "main")
