@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 Reporter = Callable[[dict[str, Any]], None]
 
+# How often merges that wait for a person are tried again (a person may have committed or
+# removed a lock file): often enough to notice soon, rarely enough to cost nothing.
+PERSON_RECHECK_SECS = 2.0
+
 
 class Dispatcher:
     """Runs the loop; see the module docstring. Only ``interrupt`` may be called from a
@@ -455,10 +459,17 @@ class Dispatcher:
             return
         now = time.monotonic()
         merger = self._ensure_merger()
-        # While workers run, once per poll interval is enough; when all is quiet, at once,
-        # since the answer decides whether --until-idle is done.
+        # When all is quiet, at once, since the answer decides whether --until-idle is done.
+        # Otherwise once per poll interval while a merge can move by itself, and only every
+        # few seconds while every waiting merge needs a person: asking git again and again
+        # about a lock file only a person can remove would keep the merge thread busy forever.
         quiet = not self._runs and not self._merging and self._settled != self._generation
-        if merger.busy or (not quiet and now - self._last_retry < self.config.poll_interval_secs):
+        pending = self._pending()
+        if not quiet and not pending:
+            return
+        moving = any(not entry.get("person") for entry in pending)
+        interval = self.config.poll_interval_secs if moving else PERSON_RECHECK_SECS
+        if merger.busy or (not quiet and now - self._last_retry < interval):
             return
         self._last_retry = now
         merger.submit("retry", self._generation)
