@@ -324,7 +324,11 @@ class Dispatcher:
         if note:
             self._emit("suggestions_refused", task=record.task_id, reason=note)
         task = self._current(record.task_id) or run.task
-        verdict = judge_finished(self.config, self.layout, run, task, self._emit)
+        try:
+            verdict = judge_finished(self.config, self.layout, run, task, self._emit)
+        except DispatchError as exc:  # its slot's git failed: the attempt, not the loop, ends
+            why = f"its work could not be read from {record.worktree}: {exc}"
+            verdict = retry_or_fail(task, why, self.config.max_worker_retries)
         if verdict.outcome in ("retry", "failed") and self._blame_model_server(task, verdict):
             return
         if note:

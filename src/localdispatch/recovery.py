@@ -21,6 +21,7 @@ from .attempts import Emit, Findings, examine, report_accidental
 from .clones import remove_stale_locks
 from .config import Config
 from .dispatch_state import RunRecord
+from .errors import DispatchError
 from .events import EventLog
 from .layout import Layout
 from .merging import MergeQueue
@@ -123,7 +124,11 @@ class Recovery:
         """Judge an attempt the earlier run left by its commits, exactly as a finished one
         is judged; None when it had none and went back to open."""
         if record.phase == "running" and Path(record.worktree).exists():
-            found = examine(self.layout, record, task, self.emit)
+            try:
+                found = examine(self.layout, record, task, self.emit)
+            except DispatchError as exc:  # a slot git cannot read: its work is lost, not us
+                self.put_back(task, f"interrupted; its slot could not be read: {exc}")
+                return None
         else:  # fetched already, and its slot may have been reused since: the branch counts
             commits = gitops.commits_between(self.layout.repo, record.start_commit, record.branch)
             accidental = find_accidental_files(
