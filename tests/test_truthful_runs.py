@@ -193,3 +193,62 @@ def test_a_worker_that_commits_broken_python_is_refused_and_told_why(
     second = (repo / ".dispatch" / "tasks" / f"{task_id}-attempt2.md").read_text(encoding="utf-8")
     assert "earlier attempt did not succeed" in second and "module.py line 1" in second
     assert "module.py" not in git(repo, "ls-tree", "-r", "--name-only", "main")
+
+
+def test_a_conflict_no_worker_resolves_waits_for_the_user_who_follows_the_steps(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The workers give up on the conflict: the original task waits (not failed), the run ends
+    with 3 and the commands; the user runs them, closes the conflict task, and the next run
+    lands the branch."""
+    (repo / "shared.txt").write_text("base\n", encoding="utf-8")
+    git(repo, "add", "shared.txt")
+    git(repo, "commit", "-q", "-m", "shared")
+    configure(repo, "noresolve_worker.py", num_workers=1, max_worker_retries=0)
+    task_id = add(repo, "Edit shared", "--files", "shared.txt", "-d", "@sleep: 2")
+    stamps = tmp_path / "stamps"
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKERS.parent.parent / "dispatch_workers.py"), "--until-idle"],
+        cwd=repo,
+        env={**os.environ, "LD_TEST_STAMPS": str(stamps)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not stamps_of(stamps, task_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The user commits to the same line while the worker works: a real conflict.
+        (repo / "shared.txt").write_text("the user's line\n", encoding="utf-8")
+        git(repo, "commit", "-q", "-am", "the user's edit")
+        _, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+
+    assert proc.returncode == 3, err
+    board = tasks(repo)
+    [conflict] = [t for t in board.values() if t["kind"] == "conflict"]
+    assert conflict["status"] == "failed"
+    assert board[task_id]["status"] == "in_progress"  # waiting, not failed
+    branch = board[task_id]["branch"]
+    assert f"Waiting for you: {task_id} ({branch})" in err
+    worktree_step = f"git worktree add ../resolve-{conflict['id']} {branch}"
+    assert worktree_step in err and f"localdispatch tasks close {conflict['id']}" in err
+
+    # The user does what the steps say.
+    resolve = repo.parent / f"resolve-{conflict['id']}"
+    git(repo, "worktree", "add", "-q", str(resolve), branch)
+    subprocess.run(["git", "merge", "main"], cwd=resolve, capture_output=True, check=False)
+    (resolve / "shared.txt").write_text("the user's line\nand the worker's\n", encoding="utf-8")
+    git(resolve, "add", "-A")
+    git(resolve, "commit", "-q", "--no-edit")
+    closed = localdispatch("tasks", "close", conflict["id"], cwd=repo)
+    assert closed.returncode == 0 and "is retried" in closed.stdout
+    git(repo, "worktree", "remove", str(resolve))
+
+    again = dispatch(repo, stamps, "--until-idle")
+    assert again.returncode == 0, again.stderr
+    assert tasks(repo)[task_id]["status"] == "done"
+    assert git(repo, "show", "main:shared.txt") == "the user's line\nand the worker's"
