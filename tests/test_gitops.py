@@ -294,3 +294,28 @@ def test_a_git_file_in_place_of_the_folder_is_refused(repo: Path) -> None:
     with pytest.raises(TamperedClone, match="not a plain folder"):
         clone.secure()
     assert refs(repo) == before and git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks need privileges on Windows")
+def test_a_slot_folder_swapped_for_a_link_to_the_users_repository_is_refused(
+    repo: Path,
+) -> None:
+    clone = slot(repo)
+    gitops.prepare_task_slot(clone, "main", "ld/t-1-a")
+    remove_tree(clone.path)
+    clone.path.symlink_to(repo, target_is_directory=True)
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("", encoding="utf-8")  # a git of the user's, running right now
+    config_before = (repo / ".git" / "config").read_text(encoding="utf-8")
+    before = refs(repo)
+
+    with pytest.raises(TamperedClone, match="replaced by a link"):
+        gitops.prepare_task_slot(clone, "main", "ld/t-2-b")
+
+    assert lock.exists()  # nothing of the user's was taken for the slot's own
+    assert (repo / ".git" / "config").read_text(encoding="utf-8") == config_before
+    assert refs(repo) == before and (repo / "README.md").exists()
+    assert not os.path.lexists(clone.path)  # the link itself is gone
+    lock.unlink()
+    gitops.prepare_task_slot(clone, "main", "ld/t-2-b")
+    assert (clone.path / ".git").is_dir()

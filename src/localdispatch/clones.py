@@ -191,6 +191,13 @@ def remove_stale_locks(git_dir: Path) -> list[str]:
     return removed
 
 
+def _plain_path(path: Path) -> bool:
+    """Whether neither the clone's folder nor the folder holding it is a link (the two an
+    occupant can reach by walking up from its own tree). Links further up, such as a
+    temporary folder that is one on macOS, are the user's own and are fine."""
+    return not any(link_like(os.lstat(folder)) for folder in (path, path.parent))
+
+
 def same_file(first: Path, second: Path) -> bool:
     try:
         return first.samefile(second)
@@ -241,9 +248,18 @@ class PrivateClone:
         Raises TamperedClone (after deleting the folder) when an earlier occupant left its
         .git in a state that could reach the user's repository.
         """
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             self._create()
             return
+        if not _plain_path(self.path):
+            # The folder itself was swapped for a link (to the user's repository, say):
+            # following it would aim everything below at whatever it points to.
+            self.discard()
+            raise TamperedClone(
+                f"The private repository {self.path} was replaced by a link.",
+                hint="Its work is not taken; the link was removed (not what it points to).",
+                path=self.path,
+            )
         if not os.path.lexists(self.git_dir) or self._old_worktree():
             log.info("%s is not a private clone yet; making it one", self.path)
             self.discard()
@@ -306,10 +322,12 @@ class PrivateClone:
         _ensure_content(exclude, "".join(f"{line}\n" for line in self.exclude))
 
     def discard(self) -> None:
-        """Delete the clone's folder; links inside are removed, never followed."""
-        if self.path.is_symlink():
-            self.path.unlink()
-        elif self.path.exists():
+        """Delete the clone's folder; links (it, or inside it) are removed, never followed."""
+        if not os.path.lexists(self.path):
+            return
+        if link_like(os.lstat(self.path)):
+            _remove_link(self.path)
+        else:
             remove_tree(self.path)
 
     # -- git in the clone ------------------------------------------------------------------
@@ -419,6 +437,14 @@ class PrivateClone:
             ],
             self.origin.repo,
         )
+
+
+def _remove_link(path: Path) -> None:
+    """Remove a symlink or a Windows junction itself, never what it points to."""
+    try:
+        path.unlink()
+    except (IsADirectoryError, PermissionError):  # a directory link on Windows
+        path.rmdir()
 
 
 def remove_tree(path: Path) -> None:
