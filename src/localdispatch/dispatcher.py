@@ -549,7 +549,14 @@ class Dispatcher:
             del self._runs[slot]
             self._emit("kill", slot=slot, task=run.task.id, pid=run.record.pid, reason="stopped")
             task = self._current(run.task.id) or run.task
-            if examine(self.layout, run.record, task, self._emit).commits:
+            if run.overruled is not None or task.status != "in_progress":
+                continue  # a person set its status: it stays as they set it
+            try:
+                commits = examine(self.layout, run.record, task, self._emit).commits
+            except DispatchError as exc:
+                log.warning("task %s: its slot could not be read after the stop: %s", task.id, exc)
+                commits = []
+            if commits:
                 run.record.phase = "merging"  # the next run merges it (see _recover)
                 self._merging[task.id] = run
             else:
