@@ -564,3 +564,26 @@ def test_git_args_lead_every_git_command_and_git_failures_raise(base_repo: Path)
         check_merge(base_repo, head, "0" * 40)
     with pytest.raises(GitError, match="needs two commits"):
         check_merge(base_repo, head, "--output=x")
+
+
+def test_the_parser_child_starts_from_an_isolated_python(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Python and TOML are parsed in a child run with -I -S (no site-packages): the module
+    must import there, or every merge would fall back to parsing in the dispatcher."""
+    child = subprocess.run(
+        [*sanity._parser_argv()[:-3], "-c", "import sys; sys.path.append(sys.argv[1]); "
+         "import localdispatch.sanity", sanity._parser_argv()[-1]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / "a.py").write_text("x = (\n", encoding="utf-8")
+    git(repo, "commit", "-q", "-am", "broken")
+    with caplog.at_level("WARNING", logger="localdispatch.sanity"):
+        report = check_merge(repo, base, git(repo, "rev-parse", "HEAD"))
+    assert report.findings and report.findings[0].path == "a.py"
+    assert "parsing in-process" not in caplog.text

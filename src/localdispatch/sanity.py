@@ -49,7 +49,6 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import IO, NamedTuple
 
-from . import containment
 from .errors import GitError
 
 log = logging.getLogger(__name__)
@@ -395,7 +394,7 @@ class _ParserProcess:
         self._replies = queue.Queue()  # a fresh one: nothing a killed child said may leak in
         self._greeted = False
         try:
-            self._proc = containment.spawn(
+            self._proc = _containment().spawn(
                 self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
             )
         except OSError as exc:
@@ -415,6 +414,13 @@ class _ParserProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _containment() -> ModuleType:
+    """``localdispatch.containment``, imported when first needed: this module is also the
+    parser child, which runs with ``-I -S`` (no site-packages, so no psutil) and must start
+    fast; only the parent starts processes."""
+    return importlib.import_module("localdispatch.containment")
 
 
 def _parser_argv() -> list[str]:
@@ -621,7 +627,7 @@ def _git_env() -> dict[str, str]:
 def _git(repo: Path, args: Sequence[str], git_args: Sequence[str], stdin: bytes = b"") -> bytes:
     argv = ["git", *git_args, *args]
     try:
-        result = containment.run(
+        result = _containment().run(
             argv,
             cwd=repo,
             input=stdin,
@@ -684,7 +690,7 @@ class _BlobReader:
             # A file, not a pipe, so it cannot fill up and stall git; closed in __exit__.
             self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
             try:
-                self._proc = containment.spawn(
+                self._proc = _containment().spawn(
                     self.argv,
                     cwd=self.repo,
                     stdin=subprocess.PIPE,
