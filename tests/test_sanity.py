@@ -282,7 +282,7 @@ SAMPLES = [
 
 @pytest.mark.parametrize(("path", "data"), SAMPLES, ids=[path for path, _ in SAMPLES])
 def test_the_parser_process_judges_exactly_as_the_pure_checks_do(path: str, data: bytes) -> None:
-    with sanity._ParserProcess() as parsers:
+    with sanity.ParserProcess() as parsers:
         assert sanity._judge(path, data, lambda: None, parsers.run) == check_file(path, data)
 
 
@@ -295,7 +295,7 @@ def test_a_parse_that_takes_too_long_is_refused_and_the_next_file_still_checked(
     stuck.write_text(
         "import sys, time\nprint('ready', flush=True)\ntime.sleep(60)\n", encoding="utf-8"
     )
-    with sanity._ParserProcess([sys.executable, str(stuck)], timeout=0.5) as parsers:
+    with sanity.ParserProcess([sys.executable, str(stuck)], timeout=0.5) as parsers:
         [slow] = sanity._judge("slow.py", b"x = 1\n", lambda: None, parsers.run)
         assert slow.problem == "not checked: parsing took over 0.5 s"
         [again] = sanity._judge("next.py", b"x = 1\n", lambda: None, parsers.run)
@@ -307,7 +307,7 @@ def test_the_time_for_all_parses_of_a_merge_is_bounded(tmp_path: Path) -> None:
     stuck.write_text(
         "import sys, time\nprint('ready', flush=True)\ntime.sleep(60)\n", encoding="utf-8"
     )
-    with sanity._ParserProcess([sys.executable, str(stuck)], timeout=0.3, budget=0.5) as parsers:
+    with sanity.ParserProcess([sys.executable, str(stuck)], timeout=0.3, budget=0.5) as parsers:
         problems = [parsers.run("python", b"x = 1\n") for _ in range(6)]
     assert all(problem is not None and not problem.judged for problem in problems)
     assert problems[-1] == sanity._unjudged("the gate's 0.5 s for parsing were used up")
@@ -326,7 +326,7 @@ def test_a_base_version_that_could_not_be_judged_excuses_nothing() -> None:
 def test_a_parser_process_that_dies_refuses_the_file(tmp_path: Path) -> None:
     dies = tmp_path / "dies.py"
     dies.write_text("print('ready', flush=True)\n", encoding="utf-8")
-    with sanity._ParserProcess([sys.executable, str(dies)]) as parsers:
+    with sanity.ParserProcess([sys.executable, str(dies)]) as parsers:
         [finding] = sanity._judge("a.py", b"x = 1\n", lambda: None, parsers.run)
     assert finding.problem == "not checked: the parser process stopped on it"
 
@@ -334,7 +334,7 @@ def test_a_parser_process_that_dies_refuses_the_file(tmp_path: Path) -> None:
 def test_without_a_parser_process_the_checks_run_here(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with sanity._ParserProcess([str(tmp_path / "no such python")]) as parsers:
+    with sanity.ParserProcess([str(tmp_path / "no such python")]) as parsers:
         assert sanity._judge("a.py", b"def f(:\n", lambda: None, parsers.run) == check_file(
             "a.py", b"def f(:\n"
         )

@@ -7,8 +7,9 @@ the user's checkout. Each slot, and the integration tree where merges and the te
 is instead a repository of its own: ``git init`` with the user's object store as an
 *alternate* (read-only borrowing, so creating one copies nothing and a new attempt costs what a
 worktree checkout cost), its own refs, its own config written by us, and no remote. Objects a
-worker writes stay in the clone; the dispatcher fetches the task branch back into the user's
-repository (:meth:`PrivateClone.publish`), the one way anything crosses over.
+worker writes stay in the clone; the dispatcher copies the task branch back into the user's
+repository once the worker has exited (:meth:`PrivateClone.send`, objects checked by git),
+the one way anything crosses over.
 
 A worker runs as the user and may still write anything into its clone's ``.git``. So before
 the dispatcher runs git there again, :meth:`PrivateClone.secure` checks that ``.git`` holds
@@ -388,8 +389,9 @@ class PrivateClone:
         except OSError:
             self.run(["update-ref", f"refs/heads/{branch}", commit])
 
-    def send(self, tip: str, have: str) -> None:
-        """Copy the objects of ``tip`` that ``have`` lacks into the user's repository.
+    def send(self, tip: str, *haves: str) -> None:
+        """Copy the objects of ``tip`` that the commits ``haves`` lack into the user's
+        repository (``haves`` are commits it has: what they reach is not sent again).
 
         ``git pack-objects`` in the clone piped into ``git unpack-objects --strict`` in the
         user's repository: two processes where a fetch starts five, and every object is
@@ -402,7 +404,8 @@ class PrivateClone:
         assert packer.stdin is not None and packer.stdout is not None
         packer.stdout.close()  # the unpacker owns the read end now
         try:
-            packer.stdin.write(f"{tip}\n^{have}\n".encode("ascii"))
+            wanted = [tip, *(f"^{have}" for have in haves)]
+            packer.stdin.write("".join(f"{rev}\n" for rev in wanted).encode("ascii"))
             packer.stdin.close()
         except OSError:
             pass  # the packer died early; its exit code below says so
@@ -415,28 +418,6 @@ class PrivateClone:
                 f"{self.origin.repo} failed: {detail or 'no output'}",
                 path=self.path,
             )
-
-    def publish(self, ref: str, dest: str | None, *, force: bool = True) -> None:
-        """Fetch ``ref`` of the clone into the user's repository: to the ref ``dest`` (a
-        forced update unless ``force`` is False), or with ``dest`` None only its objects.
-
-        This is the one door between a clone and the user's repository, and it only moves
-        objects and one ref the dispatcher names. The clone's side of the fetch
-        (upload-pack) reads the clone's config, so :meth:`secure` must run first.
-        """
-        spec = ref if dest is None else f"{'+' if force else ''}{ref}:{dest}"
-        run_git(
-            [
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-recurse-submodules",
-                "--no-write-fetch-head",
-                str(self.path),
-                spec,
-            ],
-            self.origin.repo,
-        )
 
 
 def _remove_link(path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import GitError
 from .gitcmd import SAFE_CONFIG, run_git
-from .sanity import check_merge
+from .sanity import ParserProcess, check_merge
 from .test_gate import PathGate, describe_hits
 
 
@@ -64,6 +64,7 @@ def refusal(
     path_gate: PathGate,
     samples: Sequence[str],
     sanity: bool,
+    parsers: ParserProcess | None = None,
 ) -> str | None:
     """Why the merge of ``merged`` onto ``base`` may not land, or None.
 
@@ -83,7 +84,7 @@ def refusal(
                 "your `git status` and could be committed"
             )
     if sanity:
-        report = check_merge(tree, base, merged, git_args=SAFE_CONFIG)
+        report = check_merge(tree, base, merged, git_args=SAFE_CONFIG, parsers=parsers)
         if report.findings:
             return f"the sanity gate found {report.summary()}"
     return None

@@ -208,11 +208,11 @@ class IntegrationTree:
         self.clone.secure()
         self._secured = True
 
-    def publish(self, commit: str) -> None:
-        """Copy ``commit`` (and what it needs) into the user's repository, writing no ref
-        there: the base branch moves to it separately, by compare-and-swap."""
-        self.clone.set_branch("localdispatch-merge", commit)
-        self.clone.publish("refs/heads/localdispatch-merge", None)
+    def publish(self, commit: str, *haves: str) -> None:
+        """Copy ``commit`` (and what it needs beyond the commits ``haves``, which the user's
+        repository has) into the user's repository, writing no ref there: the base branch
+        moves to it separately, by compare-and-swap."""
+        self.clone.send(commit, *haves)
 
     def _recover(self) -> None:
         """Clear what a process killed mid-rebase left behind (a reset clears a merge)."""

@@ -58,6 +58,7 @@ from .merge_state import (
     resolve_steps,
     tested_merge,
 )
+from .sanity import ParserProcess
 from .store import TaskStore
 from .tasks import Task, by_id, now_iso
 from .test_gate import GateResult, PathGate
@@ -103,6 +104,9 @@ class MergeQueue:
         self._slot_lock = FileLock(str(self.slot_path))
         self._thread_lock = threading.RLock()
         self._tree: IntegrationTree | None = None
+        # The sanity gate's parser child, kept from merge to merge (it exits with us: its
+        # input closes).
+        self._parsers = ParserProcess()
 
     # -- the interface the dispatcher uses -------------------------------------------------
     def merge(self, task: Task, branch: str) -> MergeOutcome:
@@ -251,6 +255,7 @@ class MergeQueue:
             path_gate=self.path_gate,
             samples=self.state_samples,
             sanity=self.config.sanity_gate,
+            parsers=self._parsers,
         )
         if why is not None:
             return self.records.rejected(task, branch, why)
@@ -263,7 +268,7 @@ class MergeQueue:
             if not gate.passed:
                 tail = f"\nEnd of the test output ({gate.log_path}):\n{gate.tail}"
                 return self.records.rejected(task, branch, gate.summary, detail=tail)
-        self._tree.publish(merged)
+        self._tree.publish(merged, base_sha, branch_sha)
         if rebased_tip is not None:
             branch_sha = self._point_branch(branch, branch_sha, rebased_tip)
         return merged, branch_sha, note

@@ -324,7 +324,7 @@ def _failed_on_base(path: str, kind: str, base: bytes | None, run: _Runner) -> b
 _ISOLATED_KINDS = frozenset({"python", "toml"})
 
 
-class _ParserProcess:
+class ParserProcess:
     """Runs the Python and TOML checks in a child Python, one file at a time, each with a time
     limit: a file that takes longer is refused, and the child is replaced for the next one.
 
@@ -347,6 +347,10 @@ class _ParserProcess:
         self._greeted = False
         self._replies: queue.Queue[bytes | None] = queue.Queue()
         self._unavailable = not self.argv[0]  # an embedded Python has no sys.executable
+
+    def new_budget(self) -> None:
+        """Start a new merge's parsing budget (a child kept across merges serves many)."""
+        self._deadline = None
 
     def warm_up(self) -> None:
         """Start the child without waiting for it: it gets ready while git works."""
@@ -409,7 +413,7 @@ class _ParserProcess:
             _stop(self._proc)
             self._proc = None
 
-    def __enter__(self) -> _ParserProcess:
+    def __enter__(self) -> ParserProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -504,13 +508,24 @@ class _Change(NamedTuple):
 
 
 def check_merge(
-    repo: Path, base: str, merged: str, *, git_args: Sequence[str] = ()
+    repo: Path,
+    base: str,
+    merged: str,
+    *,
+    git_args: Sequence[str] = (),
+    parsers: ParserProcess | None = None,
 ) -> SanityReport:
     """Judge every file that moving the base from ``base`` to ``merged`` would add or change.
 
     ``base`` and ``merged`` are commits (or trees) of ``repo``; ``git_args`` lead every git
-    command (``-c core.hooksPath=...``). Raises GitError if git cannot read them.
+    command (``-c core.hooksPath=...``). Raises GitError if git cannot read them. A caller
+    that merges again and again passes its own ``parsers``, which this leaves running: the
+    child's start-up (tens of milliseconds) is then paid once, not per merge.
     """
+    if parsers is None:
+        with ParserProcess() as own:
+            return check_merge(repo, base, merged, git_args=git_args, parsers=own)
+    parsers.new_budget()
     findings: list[Finding] = []
     skipped: list[tuple[str, str]] = []
     changes = []
@@ -521,7 +536,7 @@ def check_merge(
         else:
             skipped.append((change.path, reason))
     checked = 0
-    with _ParserProcess() as parsers, _BlobReader(repo, git_args) as blobs:
+    with _BlobReader(repo, git_args) as blobs:
         if any(_parser_kind(change.path) in _ISOLATED_KINDS for change in changes):
             parsers.warm_up()
         oids = [oid for change in changes for oid in (change.oid, change.base_oid) if oid]
