@@ -19,6 +19,26 @@ from test_dispatch_e2e import WORKERS, add, configure, dispatch, events, stamps_
 pytestmark = pytest.mark.slow
 
 
+def start_dispatcher(repo: Path, stamps: Path) -> subprocess.Popen[str]:
+    """dispatch_workers.py --until-idle in the background, as a user starts it."""
+    return subprocess.Popen(
+        [sys.executable, str(WORKERS.parent.parent / "dispatch_workers.py"), "--until-idle"],
+        cwd=repo,
+        env={**os.environ, "LD_TEST_STAMPS": str(stamps)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+
+
+def wait_for_worker(stamps: Path, task_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while not stamps_of(stamps, task_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stamps_of(stamps, task_id), f"the worker of {task_id} never started"
+
+
 def test_a_merge_waiting_for_the_users_checkout_ends_the_run_with_3_and_the_steps(
     repo: Path, tmp_path: Path
 ) -> None:
@@ -69,20 +89,9 @@ def test_cancelling_a_running_task_stops_its_worker_and_nothing_lands(
     configure(repo, num_workers=1)
     task_id = add(repo, "Slow work", "--files", "slow.txt", "-d", "@sleep: 30")
     stamps = tmp_path / "stamps"
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKERS.parent.parent / "dispatch_workers.py"), "--until-idle"],
-        cwd=repo,
-        env={**os.environ, "LD_TEST_STAMPS": str(stamps)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-    )
+    proc = start_dispatcher(repo, stamps)
     try:
-        deadline = time.monotonic() + 60
-        while not stamps_of(stamps, task_id) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert stamps_of(stamps, task_id), "the worker never started"
+        wait_for_worker(stamps, task_id)
         cancel = localdispatch("tasks", "cancel", task_id, "--reason", "changed my mind", cwd=repo)
         assert cancel.returncode == 0, cancel.stderr
         _, err = proc.communicate(timeout=60)
@@ -207,19 +216,9 @@ def test_a_conflict_no_worker_resolves_waits_for_the_user_who_follows_the_steps(
     configure(repo, "noresolve_worker.py", num_workers=1, max_worker_retries=0)
     task_id = add(repo, "Edit shared", "--files", "shared.txt", "-d", "@sleep: 2")
     stamps = tmp_path / "stamps"
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKERS.parent.parent / "dispatch_workers.py"), "--until-idle"],
-        cwd=repo,
-        env={**os.environ, "LD_TEST_STAMPS": str(stamps)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-    )
+    proc = start_dispatcher(repo, stamps)
     try:
-        deadline = time.monotonic() + 60
-        while not stamps_of(stamps, task_id) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_worker(stamps, task_id)
         # The user commits to the same line while the worker works: a real conflict.
         (repo / "shared.txt").write_text("the user's line\n", encoding="utf-8")
         git(repo, "commit", "-q", "-am", "the user's edit")

@@ -272,17 +272,7 @@ class Dispatcher:
             if run.deadline is None or run.timed_out or now < run.deadline:
                 continue
             run.timed_out = True
-            self._emit(
-                "kill",
-                slot=slot,
-                task=run.task.id,
-                pid=run.record.pid,
-                reason=f"timeout after {self.config.worker_timeout_secs:g} s",
-            )
-            run.killer = threading.Thread(
-                target=self._kill_and_report, args=(slot, run), name=f"kill-{slot}", daemon=True
-            )
-            run.killer.start()
+            self._stop(slot, run, f"timeout after {self.config.worker_timeout_secs:g} s")
 
     def _check_overruled(self) -> None:
         """The user's word wins: a running task that a person cancelled, closed, failed or
@@ -293,19 +283,16 @@ class Dispatcher:
             task = self._current(run.task.id)
             if task is not None and task.status == "in_progress":
                 continue
-            status = task.status if task is not None else "deleted"
-            run.overruled = status
-            self._emit(
-                "kill",
-                slot=slot,
-                task=run.task.id,
-                pid=run.record.pid,
-                reason=f"the task is {status} now (set by a person)",
-            )
-            run.killer = threading.Thread(
-                target=self._kill_and_report, args=(slot, run), name=f"stop-{slot}", daemon=True
-            )
-            run.killer.start()
+            run.overruled = task.status if task is not None else "deleted"
+            self._stop(slot, run, f"the task is {run.overruled} now (set by a person)")
+
+    def _stop(self, slot: int, run: ActiveRun, reason: str) -> None:
+        """Kill the attempt's whole tree on a thread of its own; its exit reaches the loop."""
+        self._emit("kill", slot=slot, task=run.task.id, pid=run.record.pid, reason=reason)
+        run.killer = threading.Thread(
+            target=self._kill_and_report, args=(slot, run), name=f"kill-{slot}", daemon=True
+        )
+        run.killer.start()
 
     def _kill_and_report(self, slot: int, run: ActiveRun) -> None:
         assert run.handle is not None
