@@ -386,7 +386,7 @@ class MergeRecords:
         self.events.emit(
             "merge_rejected", task=task.id, branch=branch, reason=reason, failures=failures
         )
-        log.warning("task %s: %s not merged: %s", task.id, branch, reason)
+        log.info("task %s: %s not merged: %s", task.id, branch, reason)
         if failures >= self.config.max_merge_attempts:
             return self.failed(task, branch, f"{reason} ({failures} failed merges){detail}")
         message = f"{branch} was not merged: {reason}{detail}"
@@ -399,7 +399,7 @@ class MergeRecords:
             book.drop(task.id)
             book.attempts.pop(task.id, None)
         self.events.emit("merge_failed", task=task.id, branch=branch, reason=reason)
-        log.warning("task %s: %s", task.id, message)
+        log.info("task %s: %s", task.id, message)
         return MergeOutcome(task.id, branch, "failed", message)
 
     def waiting(
@@ -425,7 +425,7 @@ class MergeRecords:
         if old is None or old.state != "waiting" or old.reason != reason:
             event = "merge_needs_person" if steps else "merge_waiting"
             self.events.emit(event, task=task.id, branch=branch, reason=reason, steps=list(steps))
-            log.warning("task %s: %s waits: %s", task.id, branch, reason)
+            log.info("task %s: %s waits: %s", task.id, branch, reason)
         return MergeOutcome(task.id, branch, "waiting", reason, person=bool(steps))
 
     def set_person(

@@ -44,7 +44,7 @@ class ModelWatch:
         self._checked_at = self._clock()
         self.down = self._probe()
         if self.down:
-            log.warning("model server: %s", self.down)
+            log.info("model server: %s", self.down)  # the dispatcher reports it, once
         return self.down
 
     def may_start(self) -> bool:

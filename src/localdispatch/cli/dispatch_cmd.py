@@ -178,6 +178,16 @@ def progress_line(event: dict[str, Any]) -> str | None:
         return f"{slot}killed {task or ''} pid {event.get('pid', event.get('pids'))}: " + str(
             event.get("reason", "")
         )
+    if kind == "model_down":
+        return f"Waiting for the model server: {event.get('reason', '')}"
+    if kind == "model_up":
+        return "The model server answers again; work goes on."
+    if kind == "merge_needs_person":
+        return f"{task} waits for you: {event.get('reason', '')}"
+    if kind == "stale_lock_removed":
+        return f"removed stale git lock file(s) {', '.join(event.get('paths', []))}"
+    if kind == "checkout_update_finished":
+        return "finished an update of your checkout that a crash had cut off"
     if kind == "recovered":
         return f"{task}: recovered {event.get('commits')} commit(s) from an earlier run"
     if kind == "stopping":
