@@ -259,3 +259,35 @@ def test_the_sanity_gate_can_be_switched_off(repo: Path) -> None:
     env = make_env(repo, sanity_gate=False)
     outcome = env.queue.merge(env.task(), env.branch("ld/off", {"x.py": "not python\n"}))
     assert outcome.status == "merged"
+
+
+# ---- end to end: a hostile worker under the real dispatcher -------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name == "nt", reason="the worker's hooks are shell scripts")
+def test_a_hostile_worker_reaches_nothing_of_the_users_repository(
+    repo: Path, tmp_path: Path
+) -> None:
+    from test_dispatch_e2e import add, configure, dispatch, stamps_of
+
+    configure(repo, "hostile_worker.py", num_workers=1)
+    config_before = (repo / ".git" / "config").read_text(encoding="utf-8")
+    first = add(repo, "First", "--files", "one.txt")
+    second = add(repo, "Second", "--files", "two.txt")
+
+    result = dispatch(repo, tmp_path / "stamps", "--until-idle")
+
+    assert result.returncode == 0, result.stderr
+    for task_id in (first, second):
+        [tried] = [s for s in stamps_of(tmp_path / "stamps", task_id) if s["event"] == "tried"]
+        assert tried["results"]["move own main"] == 0  # it did move a main: its own
+        assert tried["results"]["walk up to .dispatch"] != 0
+        assert tried["results"]["push to origin"] != 0
+    heads = git(repo, "for-each-ref", "--format=%(refname)", "refs/heads")
+    assert heads.split() == ["refs/heads/main"]  # no evil ref; merged branches deleted
+    assert git(repo, "show", "main:one.txt") == f"{first} was here"
+    assert git(repo, "show", "main:two.txt") == f"{second} was here"
+    assert (repo / ".git" / "config").read_text(encoding="utf-8") == config_before
+    assert not list((repo / ".dispatch" / "tasks").glob("*.hook-ran"))
+    assert git(repo, "status", "--porcelain") == ""
