@@ -251,3 +251,24 @@ def test_a_conflict_no_worker_resolves_waits_for_the_user_who_follows_the_steps(
     assert again.returncode == 0, again.stderr
     assert tasks(repo)[task_id]["status"] == "done"
     assert git(repo, "show", "main:shared.txt") == "the user's line\nand the worker's"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="orphans are adopted only on Linux")
+def test_a_daemon_that_dropped_its_marker_does_not_outlive_its_attempt(
+    repo: Path, tmp_path: Path
+) -> None:
+    import psutil
+
+    configure(repo)
+    task_id = add(repo, "Leave a daemon", "--files", "d.txt", "-d", "@daemon: yes")
+
+    result = dispatch(repo, tmp_path / "stamps", "--until-idle")
+
+    assert result.returncode == 0, result.stderr
+    daemon = stamps_of(tmp_path / "stamps", task_id)[0]["daemon"]
+    assert isinstance(daemon, int)
+    try:
+        alive = psutil.Process(daemon).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        alive = False
+    assert not alive, f"daemon {daemon} outlived its attempt"
