@@ -2,7 +2,8 @@
 
 It moves main in its own repository, tries to reach the user's repository by walking up and
 through a remote, plants hooks and an fsmonitor program in its repository's config, then
-commits its task's file. Each attempt is written to $LD_TEST_STAMPS so the test can see it was really tried.
+commits its task's file. What each try returned goes to $LD_TEST_STAMPS, so the test can see
+it was really tried.
 
 usage: hostile_worker.py TASK_FILE TASK_ID [FILES...]
 """
