@@ -291,3 +291,23 @@ def test_a_hostile_worker_reaches_nothing_of_the_users_repository(
     assert (repo / ".git" / "config").read_text(encoding="utf-8") == config_before
     assert not list((repo / ".dispatch" / "tasks").glob("*.hook-ran"))
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_the_test_command_and_workers_see_the_users_tags(repo: Path) -> None:
+    """Version tools (git describe, setuptools-scm) read tags: the private clones have them."""
+    git(repo, "tag", "-a", "v1.2.0", "-m", "release")
+    script = (
+        "import subprocess, sys\n"
+        "out = subprocess.run(['git', 'describe', '--tags'], capture_output=True, text=True)\n"
+        "sys.exit(0 if out.stdout.startswith('v1.2.0') else 1)\n"
+    )
+    env = make_env(repo, test_command=[sys.executable, "-c", script])
+    outcome = env.queue.merge(env.task(), env.branch("ld/tagged", {"t.txt": "x\n"}))
+    assert outcome.status == "merged", outcome.message
+
+    from localdispatch import gitops
+    from localdispatch.clones import clone_at
+
+    clone = clone_at(repo, repo / ".dispatch" / "worktrees" / "w1")
+    gitops.prepare_task_slot(clone, "main", "ld/t-9-x")
+    assert git(clone.path, "describe", "--tags").startswith("v1.2.0")

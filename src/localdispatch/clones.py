@@ -86,13 +86,21 @@ class Origin:
     repo: Path
     objects: Path
     config_text: str
+    # The user's tags as a packed-refs file: tools a worker or a test command runs (git
+    # describe, setuptools-scm) read versions from them. Copies of names; the objects are
+    # the user's own, seen through the alternate.
+    tags_text: str = ""
 
     @classmethod
     def of(cls, repo: Path) -> Origin:
         objects = Path(git_out(["rev-parse", "--git-path", "objects"], repo))
         if not objects.is_absolute():
             objects = (repo / objects).resolve()
-        return cls(repo=repo, objects=objects, config_text=_config_text(repo))
+        tags = run_git(
+            ["for-each-ref", "--format=%(objectname) %(refname)", "refs/tags"], repo, check=False
+        ).stdout
+        tags_text = "# pack-refs with:\n" + tags if tags.strip() else ""
+        return cls(repo, objects, _config_text(repo), tags_text)
 
 
 _ORIGINS: dict[Path, Origin] = {}
@@ -373,6 +381,12 @@ class PrivateClone:
         (self.git_dir / "packed-refs").unlink(missing_ok=True)
         (self.git_dir / "refs" / "heads").mkdir(parents=True, exist_ok=True)
         (self.git_dir / "refs" / "tags").mkdir(exist_ok=True)
+        self.copy_tags()
+
+    def copy_tags(self) -> None:
+        """Give the clone the user's tags (read when the run started), as packed refs."""
+        if self.origin.tags_text:
+            _ensure_content(self.git_dir / "packed-refs", self.origin.tags_text)
 
     def checkout_fresh(self, branch: str, commit: str) -> None:
         """Point ``branch`` at ``commit``, check it out and remove every other file."""

@@ -198,6 +198,7 @@ class IntegrationTree:
             self._secured = True
             self.gitdir = self.clone.git_dir
             self._recover()
+            self.clone.copy_tags()
         assert self.gitdir is not None
         return self.gitdir
 
@@ -206,6 +207,7 @@ class IntegrationTree:
         self._secured = False
         self._head = None
         self.clone.secure()
+        self.clone.copy_tags()
         self._secured = True
 
     def publish(self, commit: str, *haves: str) -> None:
