@@ -36,6 +36,7 @@ from typing import Any
 
 from .errors import GitError
 from .gitcmd import git_out, run_git, start_git
+from .layout import git_common_dir
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,10 @@ def _config_text(repo: Path) -> str:
         lines.extend(f"\t{name} = {_quote(value)}" for name, value in values.items())
     lines += ["[gc]", "\tauto = 0", "[maintenance]", "\tauto = false"]
     lines += ["[extensions]", f"\tobjectformat = {fmt or 'sha1'}"]
+    common = git_common_dir(repo)
+    lfs = common / "lfs" if common is not None else None
+    if lfs is not None and lfs.is_dir():  # Git LFS files check out from the user's own store, as in a worktree
+        lines += ["[lfs]", f"\tstorage = {_quote(lfs.as_posix())}"]
     return "\n".join(lines) + "\n"
 
 
