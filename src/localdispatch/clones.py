@@ -142,9 +142,10 @@ def _config_text(repo: Path) -> str:
         lines.extend(f"\t{name} = {_quote(value)}" for name, value in values.items())
     lines += ["[gc]", "\tauto = 0", "[maintenance]", "\tauto = false"]
     lines += ["[extensions]", f"\tobjectformat = {fmt or 'sha1'}"]
+    # Git LFS files check out from the user's own LFS store, as they did in a worktree.
     common = git_common_dir(repo)
     lfs = common / "lfs" if common is not None else None
-    if lfs is not None and lfs.is_dir():  # Git LFS files check out from the user's own store, as in a worktree
+    if lfs is not None and lfs.is_dir():
         lines += ["[lfs]", f"\tstorage = {_quote(lfs.as_posix())}"]
     return "\n".join(lines) + "\n"
 
