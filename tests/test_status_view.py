@@ -72,3 +72,18 @@ def test_status_is_plain_when_not_a_terminal(repo: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Tasks: 1 open" in result.stdout
     assert "\x1b[" not in result.stdout
+
+
+def test_a_merge_waiting_for_a_person_shows_its_steps_apart() -> None:
+    person = {
+        "task": "t-8",
+        "branch": "ld/t-8-y",
+        "reason": "no worker could resolve the conflict",
+        "person": True,
+        "steps": ["git worktree add ../resolve-t-9 ld/t-8-y", "localdispatch tasks close t-9"],
+    }
+    out = text_of(snapshot(pending_merges=[person]), [])
+    assert "waiting for you:" in out and "no worker could resolve" in out
+    assert "1. git worktree add ../resolve-t-9 ld/t-8-y" in out
+    assert "2. localdispatch tasks close t-9" in out
+    assert "waiting to merge:" not in out
