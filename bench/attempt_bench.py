@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from localdispatch import gitops
-from localdispatch.clones import clone_at
-from localdispatch.gitcmd import run_git
+from localdispatch.git import branches
+from localdispatch.git.clones import clone_at
+from localdispatch.git.commands import run_git
 
 IDENTITY = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 
@@ -65,8 +65,8 @@ def worktree_attempt(repo: Path, tree: Path, n: int) -> float:
     prepared = time.perf_counter() - started
     worker(tree, n)
     started = time.perf_counter()
-    gitops.changed_files(repo, start, branch)
-    gitops.commits_between(repo, start, branch)
+    branches.changed_files(repo, start, branch)
+    branches.commits_between(repo, start, branch)
     run_git(["checkout", "--quiet", "--detach"], tree)  # let go of the branch
     return prepared + time.perf_counter() - started
 
@@ -76,14 +76,14 @@ def clone_attempt(repo: Path, path: Path, n: int) -> float:
     branch = f"ld/t-{n}-y"
     clone = clone_at(repo, path)
     started = time.perf_counter()
-    start = gitops.prepare_task_slot(clone, "main", branch)
+    start = branches.prepare_task_slot(clone, "main", branch)
     prepared = time.perf_counter() - started
     worker(clone.path, n)
     started = time.perf_counter()
     clone.secure()
-    gitops.changed_files(clone.path, start, branch)
-    commits = gitops.commits_between(clone.path, start, branch)
-    gitops.publish_branch(clone, branch, start, force=True, tip=commits[0])
+    branches.changed_files(clone.path, start, branch)
+    commits = branches.commits_between(clone.path, start, branch)
+    branches.publish_branch(clone, branch, start, force=True, tip=commits[0])
     return prepared + time.perf_counter() - started
 
 
@@ -98,7 +98,7 @@ def main() -> int:
         git(repo, "worktree", "add", "-q", "--detach", str(tree), "main")
         slot = repo / ".dispatch" / "worktrees" / "w1"
         started = time.perf_counter()
-        gitops.prepare_task_slot(clone_at(repo, slot), "main", "ld/first")
+        branches.prepare_task_slot(clone_at(repo, slot), "main", "ld/first")
         first = time.perf_counter() - started
         old, new = [], []
         for n in range(args.runs):  # interleaved, so a busy machine weighs on both alike

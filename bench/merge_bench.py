@@ -28,7 +28,7 @@ from pathlib import Path
 from localdispatch.config import load_config
 from localdispatch.events import EventLog
 from localdispatch.layout import ensure_state_ignored, layout_for
-from localdispatch.merging import MergeQueue
+from localdispatch.merge.queue import MergeQueue
 from localdispatch.store import TaskDraft, open_store
 
 IDENTITY = {

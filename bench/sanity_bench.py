@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from localdispatch.sanity import check_file, check_merge
+from localdispatch.merge.sanity import check_file, check_merge
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "bench",

@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from localdispatch.config import load_config  # noqa: E402
-from localdispatch.dispatcher import Dispatcher  # noqa: E402
+from localdispatch.dispatch.loop import Dispatcher  # noqa: E402
+from localdispatch.dispatch.scheduling import plan_waves  # noqa: E402
 from localdispatch.events import EventLog  # noqa: E402
 from localdispatch.layout import layout_for  # noqa: E402
-from localdispatch.scheduling import plan_waves  # noqa: E402
 from localdispatch.store import TaskDraft, open_store  # noqa: E402
 
 WORKER = """\

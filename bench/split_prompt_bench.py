@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from localdispatch.plan import Limits
-from localdispatch.repo_context import build_context, estimate_tokens
-from localdispatch.splitter import build_messages
+from localdispatch.split.context import build_context, estimate_tokens
+from localdispatch.split.plan import Limits
+from localdispatch.split.splitter import build_messages
 
 GOAL = "Add a full analytics dashboard with cycle time, throughput and WIP"
 WORDS = [

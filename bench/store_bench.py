@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from localdispatch.scheduling import rank_ready
+from localdispatch.dispatch.scheduling import rank_ready
 from localdispatch.store import JsonStore, TaskDraft
 
 

@@ -195,7 +195,7 @@ def run_aider(
     ``server_url`` is the model server (``http://127.0.0.1:PORT``), for either protocol.
     Aider's home, task file and history go in a folder beside ``repo``.
     """
-    from localdispatch.aider import aider_argv, aider_env
+    from localdispatch.dispatch.aider import aider_argv, aider_env
 
     side = repo.resolve().parent / f"{repo.name}-aider"
     (side / "home").mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from localdispatch.aider import (
+from localdispatch.config import Config
+from localdispatch.dispatch.aider import (
     AIDER_FLAGS,
     EDIT_FORMATS,
     aider_argv,
@@ -20,7 +21,6 @@ from localdispatch.aider import (
     no_op_browser,
     write_aiderignore,
 )
-from localdispatch.config import Config
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,8 @@ from conftest import (
     run_script,
     task_board,
 )
-from localdispatch.aider_output import give_up_in_log
-from localdispatch.supervisor import marked_processes, repo_marker
+from localdispatch.dispatch.aider_output import give_up_in_log
+from localdispatch.processes.supervisor import marked_processes, repo_marker
 from localdispatch.testing import ModelServer, ScriptedReply, plan_reply
 from localdispatch.testing.model_server import (
     AiderReply,

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from conftest import find_aider, make_repo, run_aider
-from localdispatch.aider_output import (
+from localdispatch.dispatch.aider_output import (
     TAIL_BYTES,
     GiveUp,
     give_up_in_log,

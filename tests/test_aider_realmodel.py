@@ -37,7 +37,7 @@ from conftest import (
     run_script,
     task_board,
 )
-from localdispatch.aider_output import give_up_in_log
+from localdispatch.dispatch.aider_output import give_up_in_log
 
 pytestmark = [
     pytest.mark.aider,

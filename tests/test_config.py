@@ -182,9 +182,10 @@ def test_braces_that_are_not_a_placeholder_stay_allowed() -> None:
 
 
 def test_workers_fill_in_the_placeholders_the_config_accepts() -> None:
-    from localdispatch import config, workers
+    from localdispatch import config
+    from localdispatch.dispatch import worker
 
-    assert workers.PLACEHOLDERS is config.PLACEHOLDERS
+    assert worker.PLACEHOLDERS is config.PLACEHOLDERS
     for name in config.PLACEHOLDERS:
         assert "{" + name + "}" in (Config.model_fields["worker_command"].description or "")
 

@@ -15,12 +15,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from localdispatch import containment
-from localdispatch.containment import MARKER_ENV, Registry, kill_tree, marked_processes
-from localdispatch.containment._fallback import FallbackBackend
-from localdispatch.containment._windows import ExtendedLimits
-from localdispatch.supervisor import WorkerHandle, repo_marker, start_worker, worker_marker
-from localdispatch.test_gate import run_test_command
+from localdispatch import processes
+from localdispatch.merge.test_command import run_test_command
+from localdispatch.processes import MARKER_ENV, Registry, kill_tree, marked_processes
+from localdispatch.processes._fallback import FallbackBackend
+from localdispatch.processes._windows import ExtendedLimits
+from localdispatch.processes.supervisor import (
+    WorkerHandle,
+    repo_marker,
+    start_worker,
+    worker_marker,
+)
 
 LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(
@@ -203,7 +208,7 @@ def test_a_live_attempts_daemon_keeps_running_only_while_it_keeps_the_marker(
     )
     try:
         assert other.wait(30)  # another attempt ends: the janitor runs
-        containment.sweep()  # and the dispatcher's tick runs it again
+        processes.sweep()  # and the dispatcher's tick runs it again
         # A helper that still carries its live attempt's marker is left to that attempt...
         assert status(kept_pid) not in (None, psutil.STATUS_ZOMBIE)
         # ...one that dropped it cannot be told from a leftover, whatever its attempt.
@@ -228,7 +233,7 @@ def test_zombie_orphans_are_reaped(tmp_path: Path) -> None:
         # Adopted by us and exited: a zombie only we can reap, while its attempt still runs.
         assert until(lambda: status(pid) == psutil.STATUS_ZOMBIE)
         assert psutil.Process(pid).ppid() == os.getpid()
-        containment.sweep()
+        processes.sweep()
         assert vanished(pid)
     finally:
         handle.kill(grace=0.5)
@@ -247,22 +252,22 @@ def test_the_janitor_never_touches_our_own_children(tmp_path: Path) -> None:
         f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
         "sys.exit(7)\n"
     )
-    long_child = containment.spawn([sys.executable, "-c", waiter])
-    own_session = containment.spawn([sys.executable, "-c", waiter], start_new_session=True)
+    long_child = processes.spawn([sys.executable, "-c", waiter])
+    own_session = processes.spawn([sys.executable, "-c", waiter], start_new_session=True)
     codes: list[int] = []
     stop = threading.Event()
 
     def short_runs() -> None:
         while not stop.is_set():
             # In a session of its own, like an orphan: only the registry tells them apart.
-            done = containment.run(
+            done = processes.run(
                 [sys.executable, "-c", "raise SystemExit(3)"], start_new_session=True
             )
             codes.append(done.returncode)
 
     # A child of ours that has exited and is not waited for yet: a zombie in a session of its
     # own, exactly like an adopted orphan. Only the registry says its status is not ours.
-    exited = containment.spawn(
+    exited = processes.spawn(
         [sys.executable, "-c", "raise SystemExit(5)"], start_new_session=True
     )
     assert until(lambda: status(exited.pid) == psutil.STATUS_ZOMBIE)
@@ -272,7 +277,7 @@ def test_the_janitor_never_touches_our_own_children(tmp_path: Path) -> None:
     try:
         daemon = read_pid(pid_file)
         for _ in range(50):
-            containment.sweep()
+            processes.sweep()
         go_file.write_text("go", encoding="utf-8")
         assert handle.wait(30)  # its end runs the janitor as well
         assert until(lambda: vanished(daemon))
@@ -286,7 +291,7 @@ def test_the_janitor_never_touches_our_own_children(tmp_path: Path) -> None:
 
 
 def test_run_is_subprocess_run_and_a_timeout_kills_the_whole_tree(tmp_path: Path) -> None:
-    done = containment.run(
+    done = processes.run(
         [sys.executable, "-c", "import sys; print('ünï'); sys.stderr.write('err')"],
         capture_output=True,
         text=True,
@@ -295,9 +300,9 @@ def test_run_is_subprocess_run_and_a_timeout_kills_the_whole_tree(tmp_path: Path
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "ünï\n", "err")
     echo = [sys.executable, "-c", "import sys; print(sys.stdin.read())"]
-    assert containment.run(echo, input=b"in", capture_output=True).stdout.strip() == b"in"
+    assert processes.run(echo, input=b"in", capture_output=True).stdout.strip() == b"in"
     with pytest.raises(subprocess.CalledProcessError):
-        containment.run([sys.executable, "-c", "raise SystemExit(2)"], check=True)
+        processes.run([sys.executable, "-c", "raise SystemExit(2)"], check=True)
 
     pid_file = tmp_path / "grandchild.pid"
     parent = (
@@ -307,7 +312,7 @@ def test_run_is_subprocess_run_and_a_timeout_kills_the_whole_tree(tmp_path: Path
         "while True: time.sleep(0.05)\n"
     )
     with pytest.raises(subprocess.TimeoutExpired):
-        containment.run([sys.executable, "-c", parent], timeout=5, stdout=subprocess.DEVNULL)
+        processes.run([sys.executable, "-c", parent], timeout=5, stdout=subprocess.DEVNULL)
     try:
         assert until(lambda: not running(str(pid_file)))
     finally:
@@ -382,7 +387,7 @@ def test_a_passing_gate_is_marked_as_the_repositorys_and_its_output_is_logged(
 GATE_RUNNER = """
 import sys
 from pathlib import Path
-from localdispatch.test_gate import run_test_command
+from localdispatch.merge.test_command import run_test_command
 repo, gate, log = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 run_test_command([sys.executable, gate], repo, timeout=600, log_path=log, repo=repo)
 """
@@ -415,7 +420,7 @@ def test_a_gate_left_by_a_killed_dispatcher_is_found_by_the_repositorys_sweep(
         assert [p.pid for p in strays] == [pid]
         kill_tree(None, grace=1, known=strays)
         assert until(lambda: status(pid) in (None, psutil.STATUS_ZOMBIE))
-        containment.sweep()  # re-parented to this (subreaper) process on Linux: reaped
+        processes.sweep()  # re-parented to this (subreaper) process on Linux: reaped
     finally:
         kill_running(str(tmp_path))
 
@@ -440,7 +445,7 @@ def test_without_adopted_orphans_the_marker_finds_a_detached_daemon(tmp_path: Pa
         assert status(pid) not in (None, psutil.STATUS_ZOMBIE)
         assert pid in registry.release(popen)
         assert until(lambda: status(pid) in (None, psutil.STATUS_ZOMBIE))
-        containment.sweep()
+        processes.sweep()
     finally:
         kill_running(str(tmp_path))
 

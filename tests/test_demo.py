@@ -13,8 +13,8 @@ import pytest
 
 from conftest import git, localdispatch, make_repo
 from localdispatch.cli import main as cli_main
-from localdispatch.demo import Demo, DemoOptions
-from localdispatch.supervisor import marked_processes, repo_marker
+from localdispatch.demo.run import Demo, DemoOptions
+from localdispatch.processes.supervisor import marked_processes, repo_marker
 from localdispatch.testing import demo_project
 from localdispatch.testing.demo_worker import (
     Edit,

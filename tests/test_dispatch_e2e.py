@@ -25,7 +25,7 @@ from conftest import (
     run_script,
     task_board,
 )
-from localdispatch.supervisor import marked_processes, repo_marker
+from localdispatch.processes.supervisor import marked_processes, repo_marker
 
 pytestmark = pytest.mark.slow
 WORKERS = Path(__file__).resolve().parent / "workers"

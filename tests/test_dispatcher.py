@@ -11,22 +11,27 @@ from typing import Any
 import pytest
 
 from conftest import git
-from localdispatch import gitops
-from localdispatch.clones import clone_at
 from localdispatch.config import load_config
-from localdispatch.dispatch_state import (
+from localdispatch.dispatch.loop import Dispatcher
+from localdispatch.dispatch.state import (
     RunRecord,
     StateFile,
     dispatcher_lock,
     read_state,
     status_snapshot,
 )
-from localdispatch.dispatcher import Dispatcher
 from localdispatch.errors import LockBusy
 from localdispatch.events import EventLog
+from localdispatch.git import branches
+from localdispatch.git.clones import clone_at
 from localdispatch.layout import Layout, layout_for
+from localdispatch.processes.supervisor import (
+    ProcessKey,
+    find_process,
+    start_worker,
+    worker_marker,
+)
 from localdispatch.store import JsonStore, TaskDraft, open_store
-from localdispatch.supervisor import ProcessKey, find_process, start_worker, worker_marker
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 
@@ -98,8 +103,8 @@ def test_tasks_run_to_done_with_their_branches_left_for_the_user(make_env) -> No
         task = env.store.get(task_id)
         assert task.status == "done" and task.attempts == 1
         assert task.branch and task.branch.startswith(f"ld/{task_id}-")
-        assert len(gitops.commits_between(env.repo, "main", task.branch)) == 1
-    assert gitops.current_branch(env.repo) == "main"
+        assert len(branches.commits_between(env.repo, "main", task.branch)) == 1
+    assert branches.current_branch(env.repo) == "main"
     assert git(env.repo, "status", "--porcelain") == ""
     assert read_state(env.layout)["runs"] == [] and read_state(env.layout)["owner"] is None
     assert {e["event"] for e in env.seen} >= {"start", "finish", "done"}
@@ -179,7 +184,7 @@ def previous_run(env: Env, task_id: str, slot: int = 1) -> RunRecord:
     task = env.store.claim(task_id, attempts=1, branch=f"ld/{task_id}-x")
     assert task is not None
     worktree = env.layout.slot_worktree(slot)
-    start = gitops.prepare_task_slot(clone_at(env.repo, worktree), "main", f"ld/{task_id}-x")
+    start = branches.prepare_task_slot(clone_at(env.repo, worktree), "main", f"ld/{task_id}-x")
     marker = worker_marker(env.repo, slot, task_id)
     handle = start_worker(
         "old",
@@ -278,10 +283,10 @@ def test_interrupt_twice_kills_and_puts_tasks_back(make_env) -> None:  # type: i
 def test_a_conflict_task_resolves_on_its_branch(make_env) -> None:  # type: ignore[no-untyped-def]
     env = make_env("resolve_worker.py")
     clone = clone_at(env.repo, env.layout.slot_worktree(2))
-    start = gitops.prepare_task_slot(clone, "main", "ld/t-0-readme")
+    start = branches.prepare_task_slot(clone, "main", "ld/t-0-readme")
     (clone.path / "README.md").write_text("# branch side\n", encoding="utf-8")
     git(clone.path, "commit", "-q", "-am", "branch edit")
-    gitops.publish_branch(clone, "ld/t-0-readme", start, force=True)
+    branches.publish_branch(clone, "ld/t-0-readme", start, force=True)
     (env.repo / "README.md").write_text("# main side\n", encoding="utf-8")
     git(env.repo, "commit", "-q", "-am", "main edit")
     task_id = env.add(

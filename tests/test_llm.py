@@ -11,7 +11,7 @@ import pytest
 
 from localdispatch.config import parse_config
 from localdispatch.errors import ConfigError, LLMError
-from localdispatch.llm import (
+from localdispatch.split.llm import (
     ChatMessage,
     InvalidReply,
     OllamaProvider,

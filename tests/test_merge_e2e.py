@@ -13,8 +13,8 @@ import pytest
 
 from conftest import git, localdispatch
 from localdispatch.config import CONFIG_FILENAME
-from localdispatch.merging import MergeQueue
-from localdispatch.supervisor import kill_tree
+from localdispatch.merge.queue import MergeQueue
+from localdispatch.processes.supervisor import kill_tree
 from test_merging import Env, assert_never_mid_merge, make_env, resolve_on_branch
 
 # A process that merges the given task/branch pairs through its own MergeQueue.
@@ -24,7 +24,7 @@ from pathlib import Path
 from localdispatch.config import load_config
 from localdispatch.events import EventLog
 from localdispatch.layout import layout_for
-from localdispatch.merging import MergeQueue
+from localdispatch.merge.queue import MergeQueue
 from localdispatch.store import open_store
 
 config = load_config(Path(sys.argv[1]))

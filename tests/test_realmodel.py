@@ -27,8 +27,8 @@ import pytest
 
 from conftest import LLAMA_ALIAS as ALIAS
 from conftest import LlamaServer, make_repo, run_script
-from localdispatch.llm import extract_json
-from localdispatch.splitter import PlanReply
+from localdispatch.split.llm import extract_json
+from localdispatch.split.splitter import PlanReply
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.slow, pytest.mark.timeout(900)]
 

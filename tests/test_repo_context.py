@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import git, make_repo
-from localdispatch.repo_context import (
+from localdispatch.split.context import (
     CHARS_PER_TOKEN,
     build_context,
     estimate_tokens,

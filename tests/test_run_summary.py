@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from localdispatch.model_watch import ModelWatch
-from localdispatch.run_summary import (
+from localdispatch.dispatch.model_watch import ModelWatch
+from localdispatch.dispatch.summary import (
     EXIT_INTERRUPTED,
     EXIT_NEEDS_PERSON,
     EXIT_OK,

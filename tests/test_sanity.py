@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import git, make_repo
-from localdispatch import sanity
 from localdispatch.errors import GitError
-from localdispatch.sanity import Finding, SanityReport, check_file, check_merge, why_skipped
+from localdispatch.merge import sanity
+from localdispatch.merge.sanity import Finding, SanityReport, check_file, check_merge, why_skipped
 
 has_tomllib = pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is Python 3.11+")
 
@@ -573,7 +573,7 @@ def test_the_parser_child_starts_from_an_isolated_python(
     must import there, or every merge would fall back to parsing in the dispatcher."""
     child = subprocess.run(
         [*sanity._parser_argv()[:-3], "-c", "import sys; sys.path.append(sys.argv[1]); "
-         "import localdispatch.sanity", sanity._parser_argv()[-1]],
+         "import localdispatch.merge.sanity", sanity._parser_argv()[-1]],
         capture_output=True,
         text=True,
         check=False,
@@ -583,7 +583,7 @@ def test_the_parser_child_starts_from_an_isolated_python(
     base = git(repo, "rev-parse", "HEAD")
     (repo / "a.py").write_text("x = (\n", encoding="utf-8")
     git(repo, "commit", "-q", "-am", "broken")
-    with caplog.at_level("WARNING", logger="localdispatch.sanity"):
+    with caplog.at_level("WARNING", logger="localdispatch.merge.sanity"):
         report = check_merge(repo, base, git(repo, "rev-parse", "HEAD"))
     assert report.findings and report.findings[0].path == "a.py"
     assert "parsing in-process" not in caplog.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from localdispatch.scheduling import pick_next, plan_waves, rank_ready
+from localdispatch.dispatch.scheduling import pick_next, plan_waves, rank_ready
 from localdispatch.tasks import Task
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import git
-from localdispatch import checkout_journal
 from localdispatch.config import CONFIG_FILENAME
+from localdispatch.merge import checkout_journal
 from test_merging import Env, make_env
 
 
@@ -305,9 +305,9 @@ def test_the_test_command_and_workers_see_the_users_tags(repo: Path) -> None:
     outcome = env.queue.merge(env.task(), env.branch("ld/tagged", {"t.txt": "x\n"}))
     assert outcome.status == "merged", outcome.message
 
-    from localdispatch import gitops
-    from localdispatch.clones import clone_at
+    from localdispatch.git import branches
+    from localdispatch.git.clones import clone_at
 
     clone = clone_at(repo, repo / ".dispatch" / "worktrees" / "w1")
-    gitops.prepare_task_slot(clone, "main", "ld/t-9-x")
+    branches.prepare_task_slot(clone, "main", "ld/t-9-x")
     assert git(clone.path, "describe", "--tags").startswith("v1.2.0")

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from localdispatch.errors import InvalidTransition, LLMError, UsageError
-from localdispatch.llm import InvalidReply, OllamaProvider, ReplyLog
-from localdispatch.plan import Limits, Plan, Subtask, break_cycles, rule_subtasks
-from localdispatch.repo_context import render_context
-from localdispatch.splitter import (
+from localdispatch.split.context import render_context
+from localdispatch.split.llm import InvalidReply, OllamaProvider, ReplyLog
+from localdispatch.split.plan import Limits, Plan, Subtask, break_cycles, rule_subtasks
+from localdispatch.split.splitter import (
     build_messages,
     context_window,
     parse_plan_reply,

@@ -20,7 +20,6 @@ from conftest import git, run_script
 from localdispatch.config import Config, load_config
 from localdispatch.layout import Layout, layout_for
 from localdispatch.store import TaskStore, open_store
-from localdispatch.suggestion_feed import SuggestionFeed
 from localdispatch.suggestions import (
     MAIN_FILE_CAP,
     WORKER_FILE_CAP,
@@ -32,6 +31,7 @@ from localdispatch.suggestions import (
     ingest,
     suggestions_grew,
 )
+from localdispatch.suggestions.feed import SuggestionFeed
 
 SECRET = "aws_secret_access_key = SECRET-7f3a9c"
 SECRET_TEXT = f"[default]\naws_access_key_id = AKIA-TEST\n{SECRET}\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from localdispatch.supervisor import (
+from localdispatch.processes.supervisor import (
     MARKER_ENV,
     ProcessKey,
     find_process,

@@ -8,12 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import git
-from localdispatch.aider import AIDER_FLAGS
 from localdispatch.config import Config
-from localdispatch.errors import WorkerError
-from localdispatch.layout import layout_for
-from localdispatch.tasks import Task
-from localdispatch.workers import (
+from localdispatch.dispatch.aider import AIDER_FLAGS
+from localdispatch.dispatch.worker import (
     accidental_files,
     attempt_files,
     expand_command,
@@ -25,6 +22,9 @@ from localdispatch.workers import (
     worker_argv,
     worker_env,
 )
+from localdispatch.errors import WorkerError
+from localdispatch.layout import layout_for
+from localdispatch.tasks import Task
 
 
 def make_task(**fields: object) -> Task:
@@ -341,9 +341,9 @@ def test_model_server_problem_names_a_dead_server_and_passes_a_live_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from localdispatch.config import load_config
+    from localdispatch.dispatch.worker import model_server_problem
     from localdispatch.layout import layout_for
     from localdispatch.testing import ModelServer, closed_port
-    from localdispatch.workers import model_server_problem
 
     monkeypatch.delenv("OLLAMA_API_BASE", raising=False)
     path = tmp_path / "dispatch_config.json"

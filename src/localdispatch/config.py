@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, GitError
-from .gitcmd import run_git
+from localdispatch.errors import ConfigError, GitError
+from localdispatch.git.commands import run_git
 
 CONFIG_FILENAME = "dispatch_config.json"
 SCHEMA_FILENAME = "dispatch_config.schema.json"

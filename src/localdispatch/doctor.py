@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 import httpx
 
-from .config import Config, is_loopback, load_config
-from .errors import DispatchError, LLMError
-from .gitcmd import run_git
-from .layout import Layout, layout_for
-from .llm import OpenAIProvider
+from localdispatch.config import Config, is_loopback, load_config
+from localdispatch.errors import DispatchError, LLMError
+from localdispatch.git.commands import run_git
+from localdispatch.layout import Layout, layout_for
+from localdispatch.split.llm import OpenAIProvider
 
 Status = Literal["ok", "warn", "fail"]
 MIN_PYTHON = (3, 10)

@@ -15,7 +15,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .tasks import now_iso
+from localdispatch.tasks import now_iso
 
 log = logging.getLogger(__name__)
 

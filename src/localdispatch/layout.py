@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import containment
-from .config import CONFIG_FILENAME, LAUNCHERS, Config
-from .errors import ConfigError
+from localdispatch import processes
+from localdispatch.config import CONFIG_FILENAME, LAUNCHERS, Config
+from localdispatch.errors import ConfigError
 
 STATE_DIR = ".dispatch"
 EXCLUDE_HEADER = "# localdispatch state (added by localdispatch; keep these lines)"
@@ -134,7 +134,7 @@ def _relative(path: Path, root: Path) -> str | None:
 def git_common_dir(repo: Path) -> Path | None:
     """The shared .git folder of ``repo`` (the same for all its worktrees), or None."""
     try:
-        out = containment.run(
+        out = processes.run(
             ["git", "rev-parse", "--git-common-dir"],
             cwd=repo,
             capture_output=True,

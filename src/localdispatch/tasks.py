@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import CycleError
+from localdispatch.errors import CycleError
 
 Status = Literal["open", "in_progress", "done", "failed", "cancelled"]
 Kind = Literal["task", "epic", "conflict"]

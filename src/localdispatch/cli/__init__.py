@@ -18,8 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from ..errors import DispatchError
-from . import common
+from localdispatch.cli import common
+from localdispatch.errors import DispatchError
 
 # Subcommands of `localdispatch` and the module that defines each (imported only when used,
 # so `localdispatch tasks list` does not pay for importing git or ollama).

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, load_config
-from ..layout import Layout, layout_for
+from localdispatch.config import Config, load_config
+from localdispatch.layout import Layout, layout_for
 
 
 def version() -> str:
-    from .. import __version__
+    from localdispatch import __version__
 
     return __version__
 

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import (
+from localdispatch.cli import common
+from localdispatch.config import (
     CONFIG_FILENAME,
     Config,
     config_schema,
@@ -16,10 +17,9 @@ from ..config import (
     repository_top,
     schema_text,
 )
-from ..errors import ConfigError, DispatchError, GitError
-from ..gitops import check_repository
-from ..layout import Layout, layout_for, protected_patterns
-from . import common
+from localdispatch.errors import ConfigError, DispatchError, GitError
+from localdispatch.git.branches import check_repository
+from localdispatch.layout import Layout, layout_for, protected_patterns
 
 
 def register(sub: Any, name: str, help_text: str) -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ..demo import Demo, DemoOptions, DemoResult, SplitInfo
-from ..run_summary import format_summary
-from ..testing import demo_project
-from . import common, status_view
-from .dispatch_cmd import progress_line
+from localdispatch.cli import common, status_view
+from localdispatch.cli.dispatch_cmd import progress_line
+from localdispatch.demo.run import Demo, DemoOptions, DemoResult, SplitInfo
+from localdispatch.dispatch.summary import format_summary
+from localdispatch.testing import demo_project
 
 
 def register(sub: Any, name: str, help_text: str) -> None:

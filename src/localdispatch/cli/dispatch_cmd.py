@@ -12,13 +12,13 @@ from typing import Any
 
 from rich.console import Console
 
-from ..dispatch_state import plan_snapshot, status_snapshot
-from ..dispatcher import Dispatcher
-from ..errors import UsageError
-from ..run_summary import format_summary
-from ..scheduling import Plan
-from ..store import open_store
-from . import common, status_view
+from localdispatch.cli import common, status_view
+from localdispatch.dispatch.loop import Dispatcher
+from localdispatch.dispatch.scheduling import Plan
+from localdispatch.dispatch.state import plan_snapshot, status_snapshot
+from localdispatch.dispatch.summary import format_summary
+from localdispatch.errors import UsageError
+from localdispatch.store import open_store
 
 
 def register(sub: Any, name: str, help_text: str) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..doctor import passed, run_checks
-from . import common
+from localdispatch.cli import common
+from localdispatch.doctor import passed, run_checks
 
 MARK = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
 

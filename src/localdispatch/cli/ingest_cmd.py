@@ -11,10 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..layout import Layout
-from ..store import open_store
-from ..suggestions import IngestReport, LineIssue, ingest
-from . import common
+from localdispatch.cli import common
+from localdispatch.layout import Layout
+from localdispatch.store import open_store
+from localdispatch.suggestions import IngestReport, LineIssue, ingest
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import UsageError
-from ..layout import ensure_state_ignored
-from ..plan import Plan
-from ..splitter import WrittenPlan, check_parent, split_goal, write_plan
-from ..store import open_store
-from ..tasks import Task
-from . import common
+from localdispatch.cli import common
+from localdispatch.errors import UsageError
+from localdispatch.layout import ensure_state_ignored
+from localdispatch.split.plan import Plan
+from localdispatch.split.splitter import WrittenPlan, check_parent, split_goal, write_plan
+from localdispatch.store import open_store
+from localdispatch.tasks import Task
 
 MAX_SUBTASKS_LIMIT = 50
 

@@ -19,11 +19,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..config import Config
-from ..dispatch_state import status_snapshot
-from ..events import EventLog
-from ..layout import Layout
-from ..store import TaskStore
+from localdispatch.config import Config
+from localdispatch.dispatch.state import status_snapshot
+from localdispatch.events import EventLog
+from localdispatch.layout import Layout
+from localdispatch.store import TaskStore
 
 EVENT_LINES = 6
 

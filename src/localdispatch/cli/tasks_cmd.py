@@ -7,14 +7,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..dispatch_state import load_owner
-from ..errors import UsageError
-from ..layout import Layout, ensure_state_ignored
-from ..paths import confine_all
-from ..scheduling import rank_ready
-from ..store import TaskDraft, TaskStore, open_store
-from ..tasks import ACTIVE, KINDS, STATUSES, Task, blockers, by_id, children_of
-from . import common
+from localdispatch.cli import common
+from localdispatch.dispatch.scheduling import rank_ready
+from localdispatch.dispatch.state import load_owner
+from localdispatch.errors import UsageError
+from localdispatch.layout import Layout, ensure_state_ignored
+from localdispatch.paths import confine_all
+from localdispatch.store import TaskDraft, TaskStore, open_store
+from localdispatch.tasks import ACTIVE, KINDS, STATUSES, Task, blockers, by_id, children_of
 
 
 def register(sub: Any, name: str, help_text: str) -> None:

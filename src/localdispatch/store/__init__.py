@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..config import Config
-from ..errors import ConfigError
-from ..layout import Layout, layout_for
-from .base import TaskDraft, TaskStore
-from .json_store import JsonStore
+from localdispatch.config import Config
+from localdispatch.errors import ConfigError
+from localdispatch.layout import Layout, layout_for
+from localdispatch.store.base import TaskDraft, TaskStore
+from localdispatch.store.json_store import JsonStore
 
 __all__ = ["JsonStore", "TaskDraft", "TaskStore", "open_store"]
 

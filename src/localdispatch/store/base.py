@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import CycleError, InvalidTransition, StoreError, TaskNotFound
-from ..tasks import CLOSED, KINDS, Task, epics_to_close, find_cycle, now_iso
+from localdispatch.errors import CycleError, InvalidTransition, StoreError, TaskNotFound
+from localdispatch.tasks import CLOSED, KINDS, Task, epics_to_close, find_cycle, now_iso
 
 # Fields a caller may set through update(); id and timestamps are the store's own.
 MUTABLE_FIELDS = frozenset(Task.model_fields) - {"id", "created_at", "updated_at"}

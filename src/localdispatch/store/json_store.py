@@ -18,12 +18,12 @@ from typing import Any
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ..atomicfile import write_atomic
-from ..errors import LockBusy, StoreError
-from ..tasks import Task, normalize_status
-from . import base
-from .base import TaskDraft
-from .validation import Problem, nesting_problem, validate_document
+from localdispatch.errors import LockBusy, StoreError
+from localdispatch.statefile import write_atomic
+from localdispatch.store import base
+from localdispatch.store.base import TaskDraft
+from localdispatch.store.validation import Problem, nesting_problem, validate_document
+from localdispatch.tasks import Task, normalize_status
 
 FORMAT_VERSION = 1
 ID_PREFIX = "t-"

@@ -19,7 +19,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from ..tasks import Task
+from localdispatch.tasks import Task
 
 # Ids appear in branch names, file names and messages; anything longer is a mistake.
 MAX_ID_LENGTH = 100

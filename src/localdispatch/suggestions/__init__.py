@@ -68,7 +68,7 @@ where a renamed file can no longer be written; after ``SETTLE_SECS`` on POSIX).
 
 from __future__ import annotations
 
-from .intake import (
+from localdispatch.suggestions.intake import (
     Harvest,
     IngestReport,
     Marker,
@@ -77,7 +77,7 @@ from .intake import (
     ingest,
     suggestions_grew,
 )
-from .lines import (
+from localdispatch.suggestions.lines import (
     MARK_FIELD,
     MAX_TITLE,
     Batch,
@@ -90,7 +90,7 @@ from .lines import (
     split_lines,
     title_key,
 )
-from .regular_file import (
+from localdispatch.suggestions.regular_file import (
     MAIN_FILE_CAP,
     WORKER_FILE_CAP,
     SuggestionsError,

@@ -24,12 +24,11 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ..atomicfile import write_atomic
-from ..errors import LockBusy
-from ..layout import Layout
-from ..tasks import Task
-from .lines import MARK_FIELD, LineIssue, RawLine, split_lines
-from .regular_file import (
+from localdispatch.errors import LockBusy
+from localdispatch.layout import Layout
+from localdispatch.statefile import write_atomic
+from localdispatch.suggestions.lines import MARK_FIELD, LineIssue, RawLine, split_lines
+from localdispatch.suggestions.regular_file import (
     MAIN_FILE_CAP,
     TooLarge,
     UnsafeFile,
@@ -38,7 +37,8 @@ from .regular_file import (
     read_regular,
     read_slice,
 )
-from .regular_file import SuggestionsError as SuggestionsError  # re-exported: its old home
+from localdispatch.suggestions.regular_file import SuggestionsError as SuggestionsError
+from localdispatch.tasks import Task
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
-from ..layout import Layout, ensure_state_ignored
-from ..store import TaskStore
-from ..tasks import Task
-from .inbox import (
+from localdispatch.config import Config
+from localdispatch.layout import Layout, ensure_state_ignored
+from localdispatch.store import TaskStore
+from localdispatch.suggestions.inbox import (
     INBOX_DIR,
     REJECTED_NAME,
     Journal,
@@ -30,8 +29,16 @@ from .inbox import (
     rotate,
     take,
 )
-from .lines import FROM_TAG, Batch, LineIssue, RawLine, Suggestion, plan_batch, split_lines
-from .regular_file import (
+from localdispatch.suggestions.lines import (
+    FROM_TAG,
+    Batch,
+    LineIssue,
+    RawLine,
+    Suggestion,
+    plan_batch,
+    split_lines,
+)
+from localdispatch.suggestions.regular_file import (
     MAIN_FILE_CAP,
     WORKER_FILE_CAP,
     SuggestionsError,
@@ -43,6 +50,7 @@ from .regular_file import (
     remove_entry,
     size_text,
 )
+from localdispatch.tasks import Task
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..paths import confine_all
-from ..store import TaskDraft
-from ..tasks import ACTIVE, Task
+from localdispatch.paths import confine_all
+from localdispatch.store import TaskDraft
+from localdispatch.tasks import ACTIVE, Task
 
 MAX_TITLE = 200
 # The field every task created by one ingest carries, so a re-run after a crash can tell

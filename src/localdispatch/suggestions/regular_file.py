@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import DispatchError
+from localdispatch.errors import DispatchError
 
 MIB = 1 << 20
 # A worker's suggestions are a few lines of ideas; 1 MiB is thousands of them.

@@ -6,7 +6,7 @@ OpenAI chat-completions protocol) with scripted replies; see its module for deta
 
 from __future__ import annotations
 
-from .model_server import (
+from localdispatch.testing.model_server import (
     ModelServer,
     RecordedRequest,
     ScriptedReply,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .demo_worker import Edit, render_edits
+from localdispatch.testing.demo_worker import Edit, render_edits
 
 GOAL = "Add a statistics report: mean, median and a report command"
 MODEL = "demo-stub:latest"  # clearly not a real model: the demo's stub server holds only this

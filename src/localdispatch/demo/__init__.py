@@ -1,0 +1,1 @@
+"""`localdispatch demo`: the whole cycle in a throwaway repository."""

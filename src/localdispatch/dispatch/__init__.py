@@ -1,0 +1,1 @@
+"""The dispatch loop: launching, supervising and judging worker attempts."""

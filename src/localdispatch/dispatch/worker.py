@@ -1,0 +1,462 @@
+"""A worker attempt: what a worker is told, how it is started, and how it is judged.
+
+``launch_attempt`` prepares a slot's worktree and starts one attempt. The argv (Aider's
+non-interactive flags, or ``worker_command`` with its placeholders) is built as a list and
+never given to a shell. The task text goes to a file under ``.dispatch/tasks/``, outside
+every worktree, so it can never be committed. A worker is judged by the commits it made,
+never by its exit code: Aider exits 0 when the model failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from localdispatch.config import PLACEHOLDERS, Config, is_loopback
+from localdispatch.dispatch.aider import (
+    aider_argv,
+    aider_env,
+    chat_files,
+    choose_edit_format,
+    is_ollama_model,
+    make_folders_for,
+    write_aiderignore,
+)
+from localdispatch.dispatch.state import RunRecord
+from localdispatch.errors import WorkerError
+from localdispatch.git import branches
+from localdispatch.git.clones import ceiling_env, clone_at
+from localdispatch.git.commands import identity_env
+from localdispatch.layout import Layout, protected_patterns
+from localdispatch.processes.supervisor import WorkerHandle, start_worker, worker_marker
+from localdispatch.tasks import Task
+
+
+@dataclass(frozen=True)
+class WorkerFiles:
+    """Where one attempt's files live (all under .dispatch/, none in the worktree)."""
+
+    task_file: Path
+    log: Path
+    history_dir: Path
+    aiderignore: Path
+
+
+def attempt_files(layout: Layout, task: Task, attempt: int) -> WorkerFiles:
+    stem = f"{task.id}-attempt{attempt}"
+    return WorkerFiles(
+        task_file=layout.state / "tasks" / f"{stem}.md",
+        log=layout.logs / f"{stem}.log",
+        history_dir=layout.state / "history" / task.id,
+        aiderignore=layout.state / "tasks" / f"{stem}.aiderignore",
+    )
+
+
+def protected_paths(config: Config, layout: Layout) -> list[str]:
+    return protected_patterns(config, layout)
+
+
+def task_instructions(
+    task: Task,
+    *,
+    branch: str,
+    base: str,
+    protected: Sequence[str],
+    suggestions_file: str = "suggested_tasks.txt",
+) -> str:
+    """The message a worker receives: the task, its files, and the rules of the game."""
+    lines = [f"# Task {task.id}: {task.title}", ""]
+    if task.description.strip():
+        lines += [task.description.strip(), ""]
+    if task.attempts > 1 and task.closed_reason:
+        lines += [f"Note: an earlier attempt did not succeed ({task.closed_reason}).", ""]
+    lines.append("## Files to focus on")
+    if task.files:
+        lines += [f"- {name}" for name in task.files]
+    else:
+        lines.append("No files were named: change as few files as the task needs.")
+    lines.append("")
+    if task.kind == "conflict":
+        lines += [
+            "## Resolve the merge conflict",
+            f"This worktree is on branch `{branch}`, and a merge of `{base}` into it has been "
+            "started. Edit the files that hold conflict markers (<<<<<<<, =======, >>>>>>>) so "
+            "both sides' intent is kept, remove every marker, then commit the merge "
+            "(`git add` the files, then `git commit --no-edit`). If no merge is in progress, "
+            f"run `git merge {base}` first.",
+            "",
+        ]
+    lines += [
+        "## Rules",
+        f"- You work in a git worktree on branch `{branch}` (based on `{base}`). Stay on it; "
+        "do not switch branches, rebase or push.",
+        "- Commit your work on this branch when you are done. Only committed work counts: "
+        "an attempt without a commit is treated as failed.",
+        "- Do not change these protected paths: " + ", ".join(f"`{p}`" for p in protected) + ".",
+        f"- Follow-up ideas: append one line per idea to `{suggestions_file}` at the root of "
+        "this worktree (for example `Add tests for the parser [files: tests/test_parser.py] "
+        f"[from: {task.id}]`). Do not commit that file.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_task_file(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", newline="\n")
+    return path
+
+
+def worker_argv(
+    config: Config,
+    task: Task,
+    *,
+    task_file: Path,
+    worktree: Path,
+    branch: str,
+    history_dir: Path,
+    aiderignore: Path | None = None,
+) -> list[str]:
+    """The argv of one worker attempt, for either backend."""
+    if config.worker_backend == "command":
+        values = {
+            "task_file": str(task_file),
+            "model": config.model,
+            "worktree": str(worktree),
+            "task_id": task.id,
+            "branch": branch,
+            "base": config.branch,
+        }
+        return expand_command(config.worker_command or [], values, task.files)
+    return aider_argv(
+        config.aider_cmd,
+        config.model,
+        task_file,
+        history_dir,
+        chat_files(task.files, worktree),
+        edit_format=choose_edit_format(config.model, config.aider_edit_format),
+        aiderignore=aiderignore,
+        extra_args=config.aider_extra_args,
+    )
+
+
+def worker_env(
+    config: Config, layout: Layout, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Variables added to a worker's environment: a git identity for its commits when the
+    repository has none, and for Aider the settings of an unattended run."""
+    environ = os.environ if environ is None else environ
+    env = identity_env(layout.repo, environ)
+    if config.worker_backend == "aider":
+        llm = config.llm
+        openai_base = llm.base_url if llm.provider == "openai" else None
+        env.update(
+            aider_env(
+                config.model,
+                environ,
+                ollama_host=config.ollama.host,
+                openai_base=openai_base,
+                openai_key_env=llm.api_key_env,
+            )
+        )
+    return env
+
+
+def check_worker_program(config: Config) -> None:
+    """Before any work: the worker program must exist (a missing one would fail every task
+    the same way, and is the user's to fix). Relative paths are left to the start, since they
+    are resolved in each worker's tree."""
+    if config.worker_backend == "aider":
+        program, key = config.aider_cmd, "aider_cmd"
+    else:
+        program, key = (config.worker_command or [""])[0], "worker_command"
+    path = Path(program)
+    if path.name == program:
+        found = shutil.which(program) is not None
+    elif path.is_absolute():
+        found = path.is_file()
+    else:
+        return
+    if not found:
+        raise WorkerError(
+            f"The worker program {program!r} ({key} in dispatch_config.json) was not found.",
+            hint="Install it, or set "
+            + (key if key == "aider_cmd" else "worker_command[0]")
+            + " to its full path (see README, Installing Aider beside localdispatch).",
+            key=key,
+        )
+
+
+def model_server_problem(config: Config, layout: Layout) -> str | None:
+    """Why Aider workers cannot use their model server, or None if it answers.
+
+    Aider itself retries an unreachable server (or a model Ollama does not have) for over a
+    minute and then exits 0 with nothing done, so every attempt would burn its time and a
+    retry before failing. The dispatcher asks here before it starts work and after an attempt
+    without a commit (see ``model_watch.py``).
+    """
+    if config.worker_backend != "aider":
+        return None
+    env = {**worker_env(config, layout), **os.environ}
+    if is_ollama_model(config.model):
+        base, probe, variable = env.get("OLLAMA_API_BASE"), "/api/tags", "OLLAMA_API_BASE"
+        start = "start it with `ollama serve` (or the Ollama app), or fix ollama.host"
+    elif config.model.startswith("openai/"):
+        base, probe, variable = env.get("OPENAI_API_BASE"), "/models", "OPENAI_API_BASE"
+        start = "start it, or fix llm.base_url"
+    else:
+        return None  # a hosted model: its reachability is the provider's business
+    if not base:
+        return f"Aider's model {config.model} needs {variable} (or llm.base_url) to be set."
+    url = base.rstrip("/") + probe
+    try:
+        reply = httpx.get(url, timeout=3.0, trust_env=not is_loopback(url))
+    except httpx.HTTPError as exc:
+        return (
+            f"no model server answers at {base} ({type(exc).__name__}), which Aider workers "
+            f"use for {config.model}; {start}."
+        )
+    if is_ollama_model(config.model):
+        return _ollama_lacks(reply, config.model, base)
+    return None
+
+
+def _ollama_lacks(reply: httpx.Response, model: str, base: str) -> str | None:
+    """Why Ollama's model list (``/api/tags``) shows it cannot serve ``model``, or None."""
+    try:
+        names = {str(m.get("name", "")) for m in reply.json().get("models", [])}
+    except (ValueError, AttributeError, TypeError):
+        return None  # not Ollama's answer: let Aider find out what the server is
+    wanted = model.split("/", 1)[1]
+    if ":" not in wanted:
+        wanted += ":latest"
+    if wanted in names or wanted.removesuffix(":latest") in names:
+        return None
+    return (
+        f"the Ollama server at {base} does not have the model {wanted} that Aider workers "
+        f"use; run `ollama pull {wanted}`, or set \"model\" to one it has."
+    )
+
+
+def expand_command(
+    template: Sequence[str], values: Mapping[str, str], files: Sequence[str]
+) -> list[str]:
+    """Substitute placeholders element by element; ``{files}`` alone becomes one arg per file.
+
+    Inside a longer element ``{files}`` becomes the files joined by spaces. Other text in
+    braces is left alone (an argument may legitimately contain JSON).
+    """
+    if not template:
+        raise WorkerError(
+            'worker_backend "command" needs worker_command (an argv list).', key="worker_command"
+        )
+    argv: list[str] = []
+    for element in template:
+        if element == "{files}":
+            argv.extend(files)
+            continue
+        for name in PLACEHOLDERS:
+            token = "{" + name + "}"
+            if token in element:
+                value = " ".join(files) if name == "files" else values.get(name, "")
+                element = element.replace(token, value)
+        argv.append(element)
+    program = shutil.which(argv[0])
+    if program and Path(argv[0]).name == argv[0]:
+        argv[0] = program
+    return argv
+
+
+def launch_attempt(
+    config: Config,
+    layout: Layout,
+    slot: int,
+    task: Task,
+    *,
+    branch: str,
+    attempt: int,
+    on_exit: Callable[[WorkerHandle], None],
+) -> tuple[RunRecord, WorkerHandle]:
+    """Start one attempt of ``task`` in ``slot``: its worktree, its task file, its process.
+
+    The returned record is what state.json keeps about the attempt.
+    """
+    repo, base = layout.repo, config.branch
+    worktree = layout.slot_worktree(slot)
+    clone = clone_at(repo, worktree)
+    if task.kind == "conflict":
+        start_commit = branches.prepare_conflict_slot(clone, base, branch)
+    else:
+        start_commit = branches.prepare_task_slot(clone, base, branch)
+    files = attempt_files(layout, task, attempt)
+    suggestions = layout.repo_relative(layout.suggested_tasks)
+    if suggestions is not None:
+        branches.make_editable(worktree, suggestions)
+    # The one protected file a worker is asked to write: neither the rules nor Aider's
+    # ignore list may forbid it (its lines are harvested and it never reaches a merge).
+    protected = [p for p in protected_paths(config, layout) if p != suggestions]
+    text = task_instructions(
+        task,
+        branch=branch,
+        base=base,
+        protected=protected,
+        suggestions_file=config.suggested_tasks_file,
+    )
+    write_task_file(files.task_file, text)
+    files.history_dir.mkdir(parents=True, exist_ok=True)
+    aiderignore = None
+    if config.worker_backend == "aider":
+        make_folders_for(task.files, worktree)
+        aiderignore = write_aiderignore(files.aiderignore, protected, worktree)
+    argv = worker_argv(
+        config,
+        task,
+        task_file=files.task_file,
+        worktree=worktree,
+        branch=branch,
+        history_dir=files.history_dir,
+        aiderignore=aiderignore,
+    )
+    marker = worker_marker(repo, slot, task.id)
+    handle = start_worker(
+        f"{layout.worktree_prefix}{slot}",
+        argv,
+        cwd=worktree,
+        log_path=files.log,
+        marker=marker,
+        env={**worker_env(config, layout), **ceiling_env(worktree, repo)},
+        on_exit=on_exit,
+    )
+    record = RunRecord(
+        slot=slot,
+        task_id=task.id,
+        kind=task.kind,
+        branch=branch,
+        start_commit=start_commit,
+        worktree=str(worktree),
+        log=str(files.log),
+        attempt=attempt,
+        marker=marker,
+        pid=handle.key.pid,
+        create_time=handle.key.create_time,
+        started_at=handle.started,
+    )
+    return record, handle
+
+
+# ---- judging (pure) ----------------------------------------------------------------------
+
+Outcome = Literal["merge", "done", "retry", "failed"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    reason: str
+
+
+def judge(
+    task: Task,
+    *,
+    commits: int,
+    timed_out: bool,
+    exit_code: int | None,
+    timeout_secs: float,
+    max_retries: int,
+    auto_merge: bool,
+    log_path: Path | str,
+    accidental: Sequence[str] = (),
+    refusal: str | None = None,
+) -> Verdict:
+    """What a finished attempt means. Commits count; the exit code only explains a failure.
+
+    A worker killed at its timeout that had committed is judged like any other: its commits
+    are whole edits (Aider commits each one it applies), and the merge queue's checks stand
+    between them and the base branch. Commits that add ``accidental`` files (see
+    :func:`accidental_files`) make a failed attempt that names them, so they are never merged.
+    A ``refusal`` (the worker tampered with its repository, or said it gave up) makes a
+    failed attempt whatever was committed, with that as its reason.
+    """
+    if refusal:
+        return retry_or_fail(task, f"{refusal} (log: {log_path})", max_retries)
+    if commits > 0 and accidental and task.kind != "conflict":
+        shown = ", ".join(json.dumps(name, ensure_ascii=False) for name in accidental[:5])
+        more = f" and {len(accidental) - 5} more" if len(accidental) > 5 else ""
+        why = (
+            f"it added files the task did not name whose names look like a model's sentences, "
+            f"not file names: {shown}{more}"
+        )
+        return retry_or_fail(task, f"{why} (log: {log_path})", max_retries)
+    if commits > 0:
+        plural = "s" if commits != 1 else ""
+        if task.kind == "conflict":
+            return Verdict("done", f"conflict resolved in {commits} commit{plural}")
+        if not auto_merge:
+            return Verdict("done", f"{commits} commit{plural}; branch left for you to merge")
+        return Verdict("merge", f"{commits} commit{plural}")
+    if timed_out:
+        why = f"timed out after {timeout_secs:g} s without a commit"
+    elif exit_code not in (0, None):
+        why = f"exited with code {exit_code} without a commit"
+    else:
+        why = "finished without a commit"
+    return retry_or_fail(task, f"{why} (log: {log_path})", max_retries)
+
+
+def retry_or_fail(task: Task, reason: str, max_retries: int) -> Verdict:
+    """A failed attempt: retry while attempts remain, else the task has failed.
+
+    ``task.attempts`` already counts the attempt that just failed (it is raised at claim).
+    """
+    if task.attempts > max_retries:
+        tries = "attempt" if task.attempts == 1 else "attempts"
+        return Verdict("failed", f"failed after {task.attempts} {tries}: {reason}")
+    return Verdict("retry", f"attempt {task.attempts} failed: {reason}")
+
+
+# ---- accidental files (pure, but for the git call in find_accidental_files) ---------------
+
+# Characters that no file a worker was asked for has in its name: what is left of a markdown
+# line (backticks, asterisks) and what Windows forbids in names.
+_ODD_CHARS = frozenset('`*"<>|?:')
+
+
+def looks_accidental(path: str) -> bool:
+    """Whether a new file's name looks like a sentence rather than a file name.
+
+    Aider's whole-file format takes the line above each code block as the file's name, so a
+    chatty model's "Here is the updated file:" becomes a file called ``Here is the updated
+    file``. Such names have spaces, end in ``:`` or ``.``, or carry markdown characters.
+    """
+    for part in path.replace("\\", "/").split("/"):
+        if not part:
+            continue
+        if any(ch.isspace() for ch in part) or part.endswith(".") or _ODD_CHARS & set(part):
+            return True
+    return False
+
+
+def accidental_files(added: Iterable[str], named: Iterable[str]) -> list[str]:
+    """The files in ``added`` that look like accidents and that the task did not name."""
+    wanted = {_comparable(name) for name in named}
+    return [path for path in added if _comparable(path) not in wanted and looks_accidental(path)]
+
+
+def _comparable(path: str) -> str:
+    return path.replace("\\", "/").removeprefix("./").strip("/").casefold()
+
+
+def find_accidental_files(repo: Path, start: str, branch: str, task: Task) -> list[str]:
+    """Accidental files among those the task's branch added since ``start``.
+
+    A conflict task's branch holds the base branch's new files too, so it is not checked.
+    """
+    if task.kind == "conflict":
+        return []
+    return accidental_files(branches.added_files(repo, start, branch), task.files)

@@ -1,0 +1,1 @@
+"""Git for the dispatcher: the command runner, private clones, task branches."""

@@ -1,0 +1,1 @@
+"""The merge queue: integration tree, gates, pending merges, the user's checkout."""
