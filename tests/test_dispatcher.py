@@ -13,13 +13,8 @@ import pytest
 from conftest import git
 from localdispatch.config import load_config
 from localdispatch.dispatch.loop import Dispatcher
-from localdispatch.dispatch.state import (
-    RunRecord,
-    StateFile,
-    dispatcher_lock,
-    read_state,
-    status_snapshot,
-)
+from localdispatch.dispatch.state import RunRecord, StateFile, dispatcher_lock, read_state
+from localdispatch.dispatch.views import status_snapshot
 from localdispatch.errors import LockBusy
 from localdispatch.events import EventLog
 from localdispatch.git import branches

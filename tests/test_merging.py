@@ -18,10 +18,10 @@ from localdispatch.config import CONFIG_FILENAME, load_config
 from localdispatch.errors import StoreError
 from localdispatch.events import EventLog
 from localdispatch.layout import Layout, ensure_state_ignored, layout_for
+from localdispatch.merge.gates import PathGate
 from localdispatch.merge.integration import blocked_files, blocked_reason, parse_worktrees
 from localdispatch.merge.pending import PendingMerge, next_step
 from localdispatch.merge.queue import MergeQueue
-from localdispatch.merge.test_command import PathGate
 from localdispatch.store import JsonStore, TaskDraft, open_store
 from localdispatch.tasks import Task
 

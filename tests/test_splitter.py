@@ -12,7 +12,7 @@ import pytest
 from localdispatch.errors import InvalidTransition, LLMError, UsageError
 from localdispatch.split.context import render_context
 from localdispatch.split.llm import InvalidReply, OllamaProvider, ReplyLog
-from localdispatch.split.plan import Limits, Plan, Subtask, break_cycles, rule_subtasks
+from localdispatch.split.plan import Limits, SplitPlan, Subtask, break_cycles, rule_subtasks
 from localdispatch.split.splitter import (
     build_messages,
     context_window,
@@ -260,9 +260,9 @@ def store(tmp_path: Path) -> JsonStore:
     return JsonStore(tmp_path / "task_queue.json")
 
 
-def make_plan() -> Plan:
+def make_plan() -> SplitPlan:
     subtasks, _warnings = parse(three())
-    return Plan(
+    return SplitPlan(
         goal="Build the thing\nwith details", subtasks=subtasks, source="model", model=MODEL
     )
 
@@ -325,7 +325,7 @@ def server() -> Iterator[ModelServer]:
         yield running
 
 
-def ask(server: ModelServer, tmp_path: Path, attempts: int = 3) -> Plan:
+def ask(server: ModelServer, tmp_path: Path, attempts: int = 3) -> SplitPlan:
     context = render_context(sorted(EXISTING), "goal")
     return plan_with_model(
         OllamaProvider(server.url, MODEL, 10),

@@ -25,9 +25,8 @@ from localdispatch.suggestions import (
     plan_batch,
     split_lines,
     suggestions_grew,
-    title_key,
 )
-from localdispatch.tasks import Task
+from localdispatch.tasks import Task, title_key
 
 # ---- pure: splitting and parsing --------------------------------------------------------
 

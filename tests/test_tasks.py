@@ -120,3 +120,11 @@ def test_slugify() -> None:
     assert slugify("ünïcode ✓✓") == "n-code"
     assert slugify("!!!") == "task"
     assert len(slugify("word " * 40)) <= 40
+
+
+def test_one_title_key_for_plans_and_suggestions() -> None:
+    from localdispatch.tasks import title_key
+
+    assert title_key("  Fix   THE\tparser ") == title_key("fix the parser")
+    assert title_key("Add tests.") == title_key("add tests") == title_key("Add tests:")
+    assert title_key("Add tests") != title_key("Add more tests")

@@ -76,6 +76,13 @@ class Task(BaseModel):
         return self.status in CLOSED
 
 
+def title_key(title: str) -> str:
+    """What two titles share when they name the same work: case, runs of spaces and a
+    closing full stop, colon or exclamation mark do not count. The one rule for duplicates,
+    whether a model's plan or a suggestion line brings them."""
+    return " ".join(title.casefold().split()).rstrip(".!:;").rstrip()
+
+
 def normalize_status(value: str) -> str:
     lowered = value.strip().lower()
     return LEGACY_STATUS.get(lowered, lowered)

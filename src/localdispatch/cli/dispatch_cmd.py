@@ -14,9 +14,9 @@ from rich.console import Console
 
 from localdispatch.cli import common, status_view
 from localdispatch.dispatch.loop import Dispatcher
-from localdispatch.dispatch.scheduling import Plan
-from localdispatch.dispatch.state import plan_snapshot, status_snapshot
+from localdispatch.dispatch.scheduling import WavePlan
 from localdispatch.dispatch.summary import format_summary
+from localdispatch.dispatch.views import plan_snapshot, status_snapshot
 from localdispatch.errors import UsageError
 from localdispatch.store import open_store
 
@@ -241,7 +241,7 @@ def _describe_pending(item: Any) -> str:
     return str(item)
 
 
-def format_plan(plan: Plan, basis: str) -> str:
+def format_plan(plan: WavePlan, basis: str) -> str:
     lines = [f"Plan for {plan.slots} worker(s); estimate: {basis}."]
     if plan.running:
         lines.append("Running now: " + ", ".join(run.task_id for run in plan.running))

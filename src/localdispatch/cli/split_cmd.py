@@ -8,7 +8,7 @@ from typing import Any
 from localdispatch.cli import common
 from localdispatch.errors import UsageError
 from localdispatch.layout import ensure_state_ignored
-from localdispatch.split.plan import Plan
+from localdispatch.split.plan import SplitPlan
 from localdispatch.split.splitter import WrittenPlan, check_parent, split_goal, write_plan
 from localdispatch.store import open_store
 from localdispatch.tasks import Task
@@ -112,7 +112,7 @@ def _goal(args: argparse.Namespace, parent: Task | None) -> str:
     )
 
 
-def _as_json(plan: Plan, written: WrittenPlan | None, *, dry_run: bool) -> dict[str, Any]:
+def _as_json(plan: SplitPlan, written: WrittenPlan | None, *, dry_run: bool) -> dict[str, Any]:
     return {
         **plan.to_dict(),
         "dry_run": dry_run,
@@ -121,7 +121,7 @@ def _as_json(plan: Plan, written: WrittenPlan | None, *, dry_run: bool) -> dict[
     }
 
 
-def render(plan: Plan, written: WrittenPlan | None) -> str:
+def render(plan: SplitPlan, written: WrittenPlan | None) -> str:
     """The plan as a person reads it; with task ids once it is stored."""
     if plan.source == "model":
         tries = "attempt" if plan.attempts == 1 else "attempts"

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from localdispatch.config import Config
-from localdispatch.dispatch.state import status_snapshot
+from localdispatch.dispatch.views import status_snapshot
 from localdispatch.events import EventLog
 from localdispatch.layout import Layout
 from localdispatch.store import TaskStore

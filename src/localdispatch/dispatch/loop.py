@@ -29,8 +29,9 @@ from localdispatch.dispatch.merger import MergeRunner
 from localdispatch.dispatch.model_watch import ModelWatch
 from localdispatch.dispatch.recovery import Recovery
 from localdispatch.dispatch.scheduling import pick_next
-from localdispatch.dispatch.state import RunRecord, StateFile, dispatcher_lock, pending_merges
+from localdispatch.dispatch.state import RunRecord, StateFile, dispatcher_lock
 from localdispatch.dispatch.summary import RunSummary, statuses, tally
+from localdispatch.dispatch.views import pending_merges
 from localdispatch.dispatch.worker import (
     Verdict,
     check_worker_program,
@@ -199,7 +200,7 @@ class Dispatcher:
         return self._watch.down is not None or not pick_next(self.store.all(), [], self.slots)
 
     def _pending(self) -> list[dict[str, Any]]:
-        return pending_merges(self.config, self.layout, self.store)
+        return pending_merges(self.layout)
 
     # ---- starting -------------------------------------------------------------------------
     def _fill_slots(self) -> None:

@@ -78,7 +78,7 @@ class PlannedRun:
 
 
 @dataclass
-class Plan:
+class WavePlan:
     """The simulated schedule: waves of tasks that start together, and the time estimates."""
 
     slots: int
@@ -110,7 +110,7 @@ def plan_waves(
     estimate: Callable[[Task], float],
     running: Mapping[str, float] | None = None,
     weight: Callable[[Task], float] | None = None,
-) -> Plan:
+) -> WavePlan:
     """Simulate the dispatcher: at every moment a slot frees, start what ``pick_next`` picks.
 
     ``weight`` is what the choice ranks chains by (default: ``estimate``); the dispatcher
@@ -124,7 +124,7 @@ def plan_waves(
     for task_id, task in list(state.items()):
         if task.status == "in_progress" and task_id not in running:
             state[task_id] = task.model_copy(update={"status": "done"})
-    plan = Plan(slots=max(1, slots))
+    plan = WavePlan(slots=max(1, slots))
     busy: list[tuple[float, Task]] = []
     for task_id, remaining in running.items():
         if task_id in state:

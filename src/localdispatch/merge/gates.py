@@ -14,13 +14,14 @@ The test command runs after these, in the merge queue.
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from localdispatch.errors import GitError
 from localdispatch.git.commands import SAFE_CONFIG, run_git
 from localdispatch.merge.sanity import ParserProcess, check_merge
-from localdispatch.merge.test_command import PathGate, describe_hits
 
 
 def changed_paths(tree: Path, base: str, merged: str) -> dict[str, str]:
@@ -88,3 +89,82 @@ def refusal(
         if report.findings:
             return f"the sanity gate found {report.summary()}"
     return None
+
+
+# ---- protected paths (pure) ------------------------------------------------------------
+
+
+def glob_to_regex(pattern: str) -> str:
+    """A glob over repo-relative paths as a regular expression (without anchors).
+
+    ``*`` and ``?`` stay inside one folder, ``**`` crosses folders (``**/`` may match no
+    folder at all), ``[...]`` is a character class; a pattern ending in ``/`` means everything
+    under that folder. Backslashes are folder separators, as Windows users write them.
+    """
+    text = pattern.strip().replace("\\", "/").lstrip("/")
+    if text.endswith("/"):
+        text += "**"
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif text.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif text[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif text[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif text[i] == "[" and "]" in text[i + 2 :]:
+            end = text.index("]", i + 2)
+            body = text[i + 1 : end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(text[i]))
+            i += 1
+    return "".join(out)
+
+
+class PathGate:
+    """Which changed paths a branch may not touch.
+
+    A pattern also protects everything under a folder it names (``scripts`` covers
+    ``scripts/run.py``), so a worker cannot slip past a rule by the way it writes a path.
+    Matching ignores case on Windows and macOS, whose file systems do.
+    """
+
+    def __init__(self, patterns: Sequence[str], *, ignore_case: bool | None = None) -> None:
+        self.patterns = [p for p in patterns if p.strip()]
+        if ignore_case is None:
+            ignore_case = sys.platform in ("win32", "darwin")
+        flags = re.IGNORECASE if ignore_case else 0
+        self._compiled = [
+            (p, re.compile(f"(?:{glob_to_regex(p)})(?:/.*)?", flags)) for p in self.patterns
+        ]
+
+    def matching(self, path: str) -> str | None:
+        """The first pattern that protects ``path``, or None."""
+        clean = path.replace("\\", "/").lstrip("/")
+        return next((p for p, rx in self._compiled if rx.fullmatch(clean)), None)
+
+    def hits(self, paths: Iterable[str]) -> list[tuple[str, str]]:
+        """(path, pattern) for every protected path among ``paths``."""
+        found = []
+        for path in paths:
+            pattern = self.matching(path)
+            if pattern is not None:
+                found.append((path, pattern))
+        return found
+
+
+def describe_hits(hits: Sequence[tuple[str, str]], limit: int = 5) -> str:
+    shown = ", ".join(f"{path} (protected by {pattern!r})" for path, pattern in hits[:limit])
+    more = f" and {len(hits) - limit} more" if len(hits) > limit else ""
+    return shown + more

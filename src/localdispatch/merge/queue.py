@@ -37,7 +37,7 @@ from localdispatch.events import EventLog
 from localdispatch.git.clones import TamperedClone
 from localdispatch.git.commands import commit_args, run_git
 from localdispatch.layout import Layout, ensure_state_ignored, protected_patterns
-from localdispatch.merge.gates import refusal, state_samples
+from localdispatch.merge.gates import PathGate, refusal, state_samples
 from localdispatch.merge.integration import (
     Advance,
     IntegrationTree,
@@ -59,7 +59,7 @@ from localdispatch.merge.pending import (
     tested_merge,
 )
 from localdispatch.merge.sanity import ParserProcess
-from localdispatch.merge.test_command import GateResult, PathGate
+from localdispatch.merge.test_command import GateResult
 from localdispatch.store import TaskStore
 from localdispatch.tasks import Task, by_id, now_iso
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from localdispatch.errors import UsageError
 from localdispatch.paths import confine_all
 from localdispatch.split.llm import InvalidReply
-from localdispatch.tasks import find_cycle
+from localdispatch.tasks import find_cycle, title_key
 
 EPIC_TITLE_CHARS = 100
 
@@ -58,7 +58,7 @@ class Subtask:
 
 
 @dataclass
-class Plan:
+class SplitPlan:
     goal: str
     subtasks: list[Subtask]
     source: Literal["model", "rules"]
@@ -107,10 +107,6 @@ def count_problem(count: int, limits: Limits) -> str | None:
             "split the work further"
         )
     return None
-
-
-def title_key(title: str) -> str:
-    return " ".join(title.casefold().split()).rstrip(".!:;")
 
 
 def merge_duplicates(subtasks: list[Subtask]) -> tuple[list[Subtask], list[str]]:
@@ -280,7 +276,7 @@ def clip(text: str, limit: int) -> str:
 
 def plan_with_rules(
     goal: str, limits: Limits, exists: Callable[[str], bool], known_files: Sequence[str] = ()
-) -> Plan:
+) -> SplitPlan:
     """The --no-llm split. Too many parts is an error; too few is only a warning."""
     subtasks, warnings = check_subtasks(rule_subtasks(goal, limits, known_files), None, exists)
     count = len(subtasks)
@@ -295,4 +291,4 @@ def plan_with_rules(
             f"the goal gave {count} subtask(s), fewer than split.min_subtasks "
             f"({limits.min_subtasks}); write one sentence per task to get more",
         )
-    return Plan(goal=goal, subtasks=subtasks, source="rules", warnings=warnings)
+    return SplitPlan(goal=goal, subtasks=subtasks, source="rules", warnings=warnings)

@@ -38,15 +38,14 @@ from localdispatch.split.llm import (
 from localdispatch.split.plan import (
     EPIC_TITLE_CHARS,
     Limits,
-    Plan,
+    SplitPlan,
     Subtask,
     check_subtasks,
     clip,
     plan_with_rules,
-    title_key,
 )
 from localdispatch.store import TaskDraft, TaskStore
-from localdispatch.tasks import ACTIVE, Task, find_cycle
+from localdispatch.tasks import ACTIVE, Task, find_cycle, title_key
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +229,7 @@ def plan_with_model(
     exists: Callable[[str], bool],
     reply_log: ReplyLog | None = None,
     parent: Task | None = None,
-) -> Plan:
+) -> SplitPlan:
     """Ask the model for a split, repairing its reply up to ``max_attempts`` times."""
     messages = build_messages(goal, context, limits, parent)
     answer = ask_structured(
@@ -245,7 +244,7 @@ def plan_with_model(
         extra_hint="`--no-llm` splits the goal by its sentences instead.",
     )
     subtasks, warnings = answer.value
-    return Plan(
+    return SplitPlan(
         goal=goal,
         subtasks=subtasks,
         source="model",
@@ -290,7 +289,7 @@ def check_parent(parent: Task) -> None:
         )
 
 
-def plan_drafts(plan: Plan, parent: Task | None, all_tasks: Sequence[Task]) -> list[TaskDraft]:
+def plan_drafts(plan: SplitPlan, parent: Task | None, all_tasks: Sequence[Task]) -> list[TaskDraft]:
     """The epic (unless ``parent`` is the epic) and the children, linked by batch refs."""
     if find_cycle({str(i): [str(d) for d in s.depends_on] for i, s in enumerate(plan.subtasks)}):
         raise CycleError(["the plan"])  # break_cycles makes this impossible; never store one
@@ -327,7 +326,7 @@ def plan_drafts(plan: Plan, parent: Task | None, all_tasks: Sequence[Task]) -> l
     return drafts
 
 
-def write_plan(store: TaskStore, plan: Plan, parent: Task | None = None) -> WrittenPlan:
+def write_plan(store: TaskStore, plan: SplitPlan, parent: Task | None = None) -> WrittenPlan:
     """Store the epic and children in one batch; with ``parent``, it becomes the epic."""
     if parent is None:
         created = store.add_many(plan_drafts(plan, None, store.all()))
@@ -355,7 +354,7 @@ def split_goal(
     max_subtasks: int | None = None,
     use_llm: bool = True,
     provider: ChatProvider | None = None,
-) -> Plan:
+) -> SplitPlan:
     """The whole planning step as the command runs it (nothing is stored; see write_plan).
 
     ``provider`` defaults to the one the config names; the demo passes its own.

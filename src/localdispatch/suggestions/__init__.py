@@ -22,7 +22,7 @@ Public interface (the CLI and the dispatcher both use these):
   run every cycle; ingest only when ``grew``, and pass ``marker`` back next time. It never opens
   or follows anything, so it cannot block.
 - Pure pieces (``lines.py``), tested directly: ``split_lines``, ``parse_line``, ``plan_batch``,
-  ``title_key``, ``cut_title``. The snapshots and their journal are ``inbox.py``; ``ingest``,
+  ``cut_title``. The snapshots and their journal are ``inbox.py``; ``ingest``,
   the preview and the hooks are ``intake.py``.
 
 Suggestions are data, never a door (``regular_file.py``): a line becomes a task only if it
@@ -88,7 +88,6 @@ from localdispatch.suggestions.lines import (
     parse_line,
     plan_batch,
     split_lines,
-    title_key,
 )
 from localdispatch.suggestions.regular_file import (
     MAIN_FILE_CAP,
@@ -121,5 +120,4 @@ __all__ = [
     "plan_batch",
     "split_lines",
     "suggestions_grew",
-    "title_key",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from localdispatch.paths import confine_all
 from localdispatch.store import TaskDraft
-from localdispatch.tasks import ACTIVE, Task
+from localdispatch.tasks import ACTIVE, Task, title_key
 
 MAX_TITLE = 200
 # The field every task created by one ingest carries, so a re-run after a crash can tell
@@ -119,11 +119,6 @@ def split_lines(
         text = _CONTROL.sub(" ", text.lstrip("\ufeff"))
         lines.append(RawLine(source, first_line + offset, chunk, text, bad))
     return lines, end, len(pieces)
-
-
-def title_key(text: str) -> str:
-    """What two titles must share to be duplicates: case and runs of spaces ignored."""
-    return " ".join(text.split()).casefold()
 
 
 def cut_title(text: str, limit: int = MAX_TITLE) -> str:

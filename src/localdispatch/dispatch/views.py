@@ -1,0 +1,113 @@
+"""What ``--status`` and ``--plan`` show, read without taking any lock, so they work while a
+dispatcher runs (and when none does)."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from typing import Any
+
+from localdispatch.config import Config
+from localdispatch.dispatch.scheduling import WavePlan, plan_waves, rank_ready
+from localdispatch.dispatch.state import RunRecord, load_owner, read_state
+from localdispatch.errors import DispatchError
+from localdispatch.events import EventLog
+from localdispatch.layout import Layout
+from localdispatch.merge.pending import merge_state_of
+from localdispatch.processes.supervisor import ProcessKey, tree_stats
+from localdispatch.store import TaskStore
+from localdispatch.tasks import STATUSES, Task
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ESTIMATE_SECS = 600.0
+
+
+def status_snapshot(
+    config: Config, layout: Layout, store: TaskStore, *, sample_secs: float = 0.2
+) -> dict[str, Any]:
+    """Everything --status shows, as plain data (a live view renders the same dict)."""
+    tasks = store.all()
+    index = {task.id: task for task in tasks}
+    state = read_state(layout)
+    owner = load_owner(layout)
+    runs = [RunRecord.from_dict(item) for item in state.get("runs", []) if isinstance(item, dict)]
+    now = time.time()
+    workers, merging = [], []
+    for run in runs:
+        title = index[run.task_id].title if run.task_id in index else ""
+        entry: dict[str, Any] = {
+            "slot": run.slot,
+            "task": run.task_id,
+            "title": title,
+            "branch": run.branch,
+            "attempt": run.attempt,
+            "log": run.log,
+            "pid": run.pid,
+            "elapsed_secs": round(now - run.started_at, 1) if run.started_at else None,
+        }
+        if run.phase == "merging":
+            merging.append(entry)
+            continue
+        alive = owner is not None and run.pid is not None and run.create_time is not None
+        stats = (
+            tree_stats(ProcessKey(run.pid or 0, run.create_time or 0.0), sample_secs)
+            if (alive)
+            else None
+        )
+        entry.update(
+            alive=bool(stats and stats.processes),
+            processes=stats.processes if stats else 0,
+            cpu_percent=round(stats.cpu_percent, 1) if stats else 0.0,
+            rss_mb=round(stats.rss_bytes / 2**20, 1) if stats else 0.0,
+        )
+        workers.append(entry)
+    return {
+        "repo": str(layout.repo),
+        "dispatcher": owner,
+        "counts": {status: sum(1 for t in tasks if t.status == status) for status in STATUSES},
+        "ready": [t.id for t in rank_ready(tasks)],
+        "workers": workers,
+        "merging": merging,
+        "pending_merges": pending_merges(layout),
+        "failed": [
+            {"task": t.id, "title": t.title, "reason": t.closed_reason}
+            for t in tasks
+            if t.status == "failed"
+        ],
+    }
+
+
+def pending_merges(layout: Layout) -> list[dict[str, Any]]:
+    """Branches waiting in the merge queue, as pending_merges.json records them."""
+    try:
+        return [entry.public() for entry in merge_state_of(layout).read().pending]
+    except (DispatchError, OSError) as exc:  # a status view must not fail
+        log.warning("could not read pending merges: %s", exc)
+        return []
+
+
+def estimate_secs(layout: Layout) -> tuple[float, str]:
+    """How long a task takes: the median of finished attempts in the event log, if any."""
+    durations = [
+        float(event["secs"])
+        for event in EventLog(layout.events).read(last=2000)
+        if event.get("event") == "finish" and event.get("commits") and "secs" in event
+    ]
+    if durations:
+        return statistics.median(durations), f"median of {len(durations)} finished attempts"
+    return DEFAULT_ESTIMATE_SECS, f"{DEFAULT_ESTIMATE_SECS:g} s per task (no history yet)"
+
+
+def plan_snapshot(layout: Layout, tasks: list[Task], slots: int) -> tuple[WavePlan, str]:
+    """The --plan simulation for the current tasks; returns the plan and the estimate used."""
+    estimate, basis = estimate_secs(layout)
+    now = time.time()
+    running = {}
+    for item in read_state(layout).get("runs", []):
+        if isinstance(item, dict) and item.get("phase", "running") == "running":
+            elapsed = now - float(item.get("started_at") or now)
+            running[str(item.get("task_id"))] = max(0.0, estimate - elapsed)
+    plan = plan_waves(tasks, slots, lambda _task: estimate, running)
+    return plan, basis
