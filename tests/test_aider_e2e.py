@@ -36,7 +36,8 @@ from conftest import (
     task_board,
 )
 from localdispatch.dispatch.aider_output import give_up_in_log
-from localdispatch.processes.supervisor import marked_processes, repo_marker
+from localdispatch.processes.supervisor import repo_marker
+from localdispatch.processes.trees import marked_processes
 from localdispatch.testing import ModelServer, ScriptedReply, plan_reply
 from localdispatch.testing.model_server import (
     AiderReply,

@@ -17,7 +17,7 @@ import pytest
 
 from localdispatch import processes
 from localdispatch.merge.test_command import run_test_command
-from localdispatch.processes import MARKER_ENV, Registry, kill_tree, marked_processes
+from localdispatch.processes import Registry
 from localdispatch.processes._fallback import FallbackBackend
 from localdispatch.processes._windows import ExtendedLimits
 from localdispatch.processes.supervisor import (
@@ -26,6 +26,7 @@ from localdispatch.processes.supervisor import (
     start_worker,
     worker_marker,
 )
+from localdispatch.processes.trees import MARKER_ENV, kill_tree, marked_processes
 
 LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(

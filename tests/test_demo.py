@@ -14,7 +14,8 @@ import pytest
 from conftest import git, localdispatch, make_repo
 from localdispatch.cli import main as cli_main
 from localdispatch.demo.run import Demo, DemoOptions
-from localdispatch.processes.supervisor import marked_processes, repo_marker
+from localdispatch.processes.supervisor import repo_marker
+from localdispatch.processes.trees import marked_processes
 from localdispatch.testing import demo_project
 from localdispatch.testing.demo_worker import (
     Edit,

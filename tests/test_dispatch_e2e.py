@@ -25,7 +25,8 @@ from conftest import (
     run_script,
     task_board,
 )
-from localdispatch.processes.supervisor import marked_processes, repo_marker
+from localdispatch.processes.supervisor import repo_marker
+from localdispatch.processes.trees import marked_processes
 
 pytestmark = pytest.mark.slow
 WORKERS = Path(__file__).resolve().parent / "workers"

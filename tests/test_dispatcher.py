@@ -20,12 +20,8 @@ from localdispatch.events import EventLog
 from localdispatch.git import branches
 from localdispatch.git.clones import clone_at
 from localdispatch.layout import Layout, layout_for
-from localdispatch.processes.supervisor import (
-    ProcessKey,
-    find_process,
-    start_worker,
-    worker_marker,
-)
+from localdispatch.processes.supervisor import start_worker, worker_marker
+from localdispatch.processes.trees import ProcessKey, find_process
 from localdispatch.store import JsonStore, TaskDraft, open_store
 
 WORKERS = Path(__file__).resolve().parent / "workers"

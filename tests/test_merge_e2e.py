@@ -14,7 +14,7 @@ import pytest
 from conftest import git, localdispatch
 from localdispatch.config import CONFIG_FILENAME
 from localdispatch.merge.queue import MergeQueue
-from localdispatch.processes.supervisor import kill_tree
+from localdispatch.processes.trees import kill_tree
 from test_merging import Env, assert_never_mid_merge, make_env, resolve_on_branch
 
 # A process that merges the given task/branch pairs through its own MergeQueue.

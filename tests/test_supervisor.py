@@ -9,16 +9,8 @@ from pathlib import Path
 
 import psutil
 
-from localdispatch.processes.supervisor import (
-    MARKER_ENV,
-    ProcessKey,
-    find_process,
-    marked_processes,
-    repo_marker,
-    start_worker,
-    tree_stats,
-    worker_marker,
-)
+from localdispatch.processes.supervisor import repo_marker, start_worker, tree_stats, worker_marker
+from localdispatch.processes.trees import MARKER_ENV, ProcessKey, find_process, marked_processes
 
 SLEEPER = "import time\nwhile True: time.sleep(0.05)\n"
 

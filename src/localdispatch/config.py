@@ -310,8 +310,8 @@ class Config(_Section):
         description='Path-B key: "sibling" puts worktrees beside the repository; "inside" '
         "(or unset) uses worktree_dir.",
     )
-    store: Literal["json", "beads"] = Field(
-        "json", description='"json" (task_queue.json) or "beads" (the bd CLI).'
+    store: Literal["json"] = Field(
+        "json", description='Where tasks live: "json" (task_queue_file).'
     )
     task_queue_file: str = Field("task_queue.json", description="The JSON task store.")
     suggested_tasks_file: str = Field("suggested_tasks.txt", description="Follow-up ideas.")

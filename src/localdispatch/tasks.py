@@ -71,10 +71,6 @@ class Task(BaseModel):
     updated_at: str = Field(default_factory=now_iso)
     closed_reason: str | None = None
 
-    @property
-    def is_closed(self) -> bool:
-        return self.status in CLOSED
-
 
 def title_key(title: str) -> str:
     """What two titles share when they name the same work: case, runs of spaces and a

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -21,8 +20,8 @@ from types import ModuleType
 from localdispatch.cli import common
 from localdispatch.errors import DispatchError
 
-# Subcommands of `localdispatch` and the module that defines each (imported only when used,
-# so `localdispatch tasks list` does not pay for importing git or ollama).
+# Subcommands of `localdispatch` and the module that defines each. Only the chosen one is
+# imported, so `localdispatch tasks list` does not pay for importing the model client.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tasks": ("tasks_cmd", "add, list, show, ready, close, reopen, cancel and link tasks"),
     "config": ("config_cmd", "check dispatch_config.json or print its JSON Schema"),
@@ -34,30 +33,26 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _available() -> dict[str, tuple[str, str]]:
-    """Subcommands whose module exists in this version."""
-    found = {}
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        if importlib.util.find_spec(f"{__name__}.{module}") is not None:
-            found[name] = (module, help_text)
-    return found
-
-
 def _module(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`localdispatch ...`"""
+    words = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((word for word in words if not word.startswith("-")), None)
     parser = argparse.ArgumentParser(
         prog="localdispatch",
         description="Run a team of AI coding workers on one machine.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {common.version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module, help_text) in _available().items():
-        register: Callable[..., None] = _module(module).register
-        register(sub, name, help_text)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        if name == chosen:
+            register: Callable[..., None] = _module(module).register
+            register(sub, name, help_text)
+        else:  # listed for --help; its module (and what it imports) is never loaded
+            sub.add_parser(name, help=help_text, description=help_text)
     return run(parser, argv)
 
 

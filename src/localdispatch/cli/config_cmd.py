@@ -11,7 +11,6 @@ from localdispatch.cli import common
 from localdispatch.config import (
     CONFIG_FILENAME,
     Config,
-    config_schema,
     load_config,
     reference_markdown,
     repository_top,
@@ -129,4 +128,3 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["config_schema", "register"]

@@ -13,7 +13,8 @@ from typing import Any
 
 from localdispatch.cli import common, status_view
 from localdispatch.cli.dispatch_cmd import progress_line
-from localdispatch.demo.run import Demo, DemoOptions, DemoResult, SplitInfo
+from localdispatch.demo.checks import DemoResult
+from localdispatch.demo.run import Demo, DemoOptions, SplitInfo
 from localdispatch.dispatch.summary import format_summary
 from localdispatch.testing import demo_project
 

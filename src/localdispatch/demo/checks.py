@@ -16,7 +16,8 @@ from typing import Any
 
 from localdispatch.config import Config
 from localdispatch.git.commands import git_out, run_git
-from localdispatch.processes.supervisor import marked_processes, repo_marker
+from localdispatch.processes.supervisor import repo_marker
+from localdispatch.processes.trees import marked_processes
 from localdispatch.tasks import Task
 from localdispatch.testing import demo_project as project
 from localdispatch.testing.demo_worker import has_markers

@@ -52,9 +52,6 @@ log = logging.getLogger(__name__)
 Reporter = Callable[[dict[str, Any]], None]
 MIN_WORKERS, MAX_WORKERS = 2, 8
 
-__all__ = ["Check", "Demo", "DemoError", "DemoOptions", "DemoResult", "SplitInfo"]
-
-
 class DemoError(DispatchError):
     """The demo could not be set up or run (exit code 1)."""
 

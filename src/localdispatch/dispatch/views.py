@@ -15,7 +15,8 @@ from localdispatch.errors import DispatchError
 from localdispatch.events import EventLog
 from localdispatch.layout import Layout
 from localdispatch.merge.pending import merge_state_of
-from localdispatch.processes.supervisor import ProcessKey, tree_stats
+from localdispatch.processes.supervisor import tree_stats
+from localdispatch.processes.trees import ProcessKey
 from localdispatch.store import TaskStore
 from localdispatch.tasks import STATUSES, Task
 

@@ -23,17 +23,7 @@ from __future__ import annotations
 
 import sys
 
-from localdispatch.processes.registry import HELPER_ENV, JANITOR_GRACE, Backend, Registry
-from localdispatch.processes.trees import (
-    MARKER_ENV,
-    ProcessKey,
-    alive,
-    descendants,
-    find_process,
-    kill_tree,
-    marked_processes,
-    wait_gone,
-)
+from localdispatch.processes.registry import Backend, Registry
 
 if sys.platform == "win32":
     from localdispatch.processes._windows import WindowsBackend as _Platform
@@ -49,24 +39,3 @@ spawn = process_registry.spawn
 run = process_registry.run
 release = process_registry.release
 sweep = process_registry.sweep
-
-__all__ = [
-    "HELPER_ENV",
-    "JANITOR_GRACE",
-    "MARKER_ENV",
-    "Backend",
-    "ProcessKey",
-    "Registry",
-    "alive",
-    "backend",
-    "descendants",
-    "find_process",
-    "kill_tree",
-    "marked_processes",
-    "process_registry",
-    "release",
-    "run",
-    "spawn",
-    "sweep",
-    "wait_gone",
-]

@@ -29,32 +29,16 @@ import psutil
 
 from localdispatch import processes
 from localdispatch.errors import WorkerError
-from localdispatch.processes import (
-    MARKER_ENV,
+from localdispatch.processes.trees import (
     ProcessKey,
     alive,
     descendants,
     find_process,
     kill_tree,
-    marked_processes,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "MARKER_ENV",
-    "ProcessKey",
-    "TreeStats",
-    "WorkerHandle",
-    "find_process",
-    "gate_marker",
-    "kill_tree",
-    "marked_processes",
-    "repo_marker",
-    "start_worker",
-    "tree_stats",
-    "worker_marker",
-]
 
 # How long leftovers of a worker that exited by itself may take to exit after SIGTERM.
 _LEFTOVER_GRACE = 1.0

@@ -2,7 +2,7 @@
 
 A backend only decides where tasks live; what a valid change is (a dependency that would make a
 cycle, closing an epic when its children are done, which fields exist) is decided here, once,
-so the JSON file and Beads behave alike. ``tests/store_contract.py`` is the suite every backend
+so every backend behaves alike. ``tests/store_contract.py`` is the suite every backend
 must pass.
 """
 

@@ -71,16 +71,11 @@ from __future__ import annotations
 from localdispatch.suggestions.intake import (
     Harvest,
     IngestReport,
-    Marker,
-    append_lines,
     harvest_worktree_suggestions,
     ingest,
     suggestions_grew,
 )
 from localdispatch.suggestions.lines import (
-    MARK_FIELD,
-    MAX_TITLE,
-    Batch,
     LineIssue,
     RawLine,
     Suggestion,
@@ -99,20 +94,15 @@ from localdispatch.suggestions.regular_file import (
 
 __all__ = [
     "MAIN_FILE_CAP",
-    "MARK_FIELD",
-    "MAX_TITLE",
     "WORKER_FILE_CAP",
-    "Batch",
     "Harvest",
     "IngestReport",
     "LineIssue",
-    "Marker",
     "RawLine",
     "Suggestion",
     "SuggestionsError",
     "TooLarge",
     "UnsafeFile",
-    "append_lines",
     "cut_title",
     "harvest_worktree_suggestions",
     "ingest",

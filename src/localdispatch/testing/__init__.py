@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from localdispatch.testing.model_server import (
     ModelServer,
-    RecordedRequest,
     ScriptedReply,
     closed_port,
     plan_reply,
 )
 
-__all__ = ["ModelServer", "RecordedRequest", "ScriptedReply", "closed_port", "plan_reply"]
+__all__ = ["ModelServer", "ScriptedReply", "closed_port", "plan_reply"]

@@ -19,12 +19,10 @@ Import from this package, not from them.
 from __future__ import annotations
 
 from localdispatch.config import Config
-from localdispatch.split.llm.asking import StructuredAnswer, ask_structured, repair_request
-from localdispatch.split.llm.base import ChatMessage, ChatProvider, ChatReply
+from localdispatch.split.llm.asking import ask_structured
+from localdispatch.split.llm.base import ChatMessage, ChatProvider
 from localdispatch.split.llm.ollama_provider import OllamaProvider
 from localdispatch.split.llm.openai_provider import (
-    JSON_OBJECT_FORMAT,
-    JSON_SCHEMA_FORMAT,
     OpenAIProvider,
     closed_schema,
     response_format,
@@ -33,21 +31,16 @@ from localdispatch.split.llm.replies import InvalidReply, extract_json, strip_re
 from localdispatch.split.llm.reply_log import ReplyLog
 
 __all__ = [
-    "JSON_OBJECT_FORMAT",
-    "JSON_SCHEMA_FORMAT",
     "ChatMessage",
     "ChatProvider",
-    "ChatReply",
     "InvalidReply",
     "OllamaProvider",
     "OpenAIProvider",
     "ReplyLog",
-    "StructuredAnswer",
     "ask_structured",
     "closed_schema",
     "extract_json",
     "provider_for",
-    "repair_request",
     "response_format",
     "strip_reasoning",
 ]
