@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from localdispatch import processes
 from localdispatch.config import Config
 from localdispatch.git.commands import git_out, run_git
 from localdispatch.processes.supervisor import repo_marker
@@ -256,7 +257,7 @@ def show(repo: Path, path: str) -> str | None:
 def report_output(repo: Path) -> str:
     """Run the finished project's new command in the repository's checkout of main."""
     try:
-        done = subprocess.run(
+        done = processes.run(
             [sys.executable, "-B", "-m", "statkit", *project.REPORT_ARGS],
             cwd=repo,
             capture_output=True,
@@ -269,7 +270,8 @@ def report_output(repo: Path) -> str:
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"could not run: {exc}"
-    return (done.stdout if done.returncode == 0 else done.stderr).strip()
+    output: str = done.stdout if done.returncode == 0 else done.stderr
+    return output.strip()
 
 
 def main_log(repo: Path) -> list[str]:
