@@ -1,9 +1,9 @@
 """The dispatcher: keep ``num_workers`` workers busy until the work is done, and survive crashes.
 
 One loop on the main thread owns every decision. Worker exits, merge outcomes and Ctrl+C
-arrive on one queue (waiter threads post them the moment they happen), so a free slot is
-refilled within milliseconds instead of at the next poll. Merges run on a thread of their own,
-because a merge (and its test gate) must never hold a slot empty.
+arrive on one queue as typed wake-ups (``wakeups.py``), posted the moment they happen, so a
+free slot is refilled within milliseconds instead of at the next poll. Merges run on a thread
+of their own, because a merge (and its test gate) must never hold a slot empty.
 
 What runs where is kept in ``.dispatch/state.json`` (written atomically after every change).
 A dispatcher started after a crash kills the previous run's workers (matched by pid *and*
@@ -18,20 +18,30 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from localdispatch import processes
 from localdispatch.config import Config
 from localdispatch.dispatch.attempt import ActiveRun, examine, judge_finished
-from localdispatch.dispatch.merger import MergeRunner
+from localdispatch.dispatch.merger import MergeJob, MergeRunner, RetryJob
 from localdispatch.dispatch.model_watch import ModelWatch
 from localdispatch.dispatch.recovery import Recovery
 from localdispatch.dispatch.scheduling import pick_next
 from localdispatch.dispatch.state import RunRecord, StateFile, dispatcher_lock
 from localdispatch.dispatch.summary import RunSummary, statuses, tally
 from localdispatch.dispatch.views import pending_merges
+from localdispatch.dispatch.wakeups import (
+    Interrupted,
+    MergeDone,
+    RetryDone,
+    WakeQueue,
+    Wakeup,
+    WorkerExited,
+    WorkerKilled,
+    unhandled,
+)
 from localdispatch.dispatch.worker import (
     Verdict,
     check_worker_program,
@@ -43,6 +53,7 @@ from localdispatch.errors import DispatchError, TaskNotFound
 from localdispatch.events import EventLog
 from localdispatch.git import branches
 from localdispatch.layout import Layout, ensure_state_ignored
+from localdispatch.processes.supervisor import WorkerHandle
 from localdispatch.store import TaskStore, open_store
 from localdispatch.suggestions.feed import SuggestionFeed
 from localdispatch.tasks import Task
@@ -84,7 +95,7 @@ class Dispatcher:
             enabled=config.worker_backend == "aider",
         )
         self.state = StateFile(layout)
-        self._wake: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._wake: WakeQueue = queue.Queue()
         self._runs: dict[int, ActiveRun] = {}
         self._merging: dict[str, ActiveRun] = {}
         self._merger: MergeRunner | None = None
@@ -100,7 +111,7 @@ class Dispatcher:
     def interrupt(self) -> int:
         """Ctrl+C: the first stops new work, the second kills the workers. Thread-safe."""
         self._interrupts += 1
-        self._wake.put(("interrupt",))
+        self._wake.put(Interrupted())
         return self._interrupts
 
     def run(self) -> RunSummary:
@@ -156,32 +167,40 @@ class Dispatcher:
     def _drain(self, timeout: float) -> None:
         """Handle everything that has happened, waiting up to ``timeout`` for the first."""
         try:
-            item = self._wake.get(timeout=timeout)
+            wakeup = self._wake.get(timeout=timeout)
         except queue.Empty:
             return
         while True:
-            self._handle(item)
+            self._handle(wakeup)
             try:
-                item = self._wake.get_nowait()
+                wakeup = self._wake.get_nowait()
             except queue.Empty:
                 return
 
-    def _handle(self, item: tuple[Any, ...]) -> None:
-        kind = item[0]
-        if kind in ("exit", "killed"):
-            run = self._runs.get(item[1])
-            if run is None or run.handle is not item[2]:
-                return
-            # After a timeout the tree is gone only when the killer says so.
-            if kind == "killed" or run.killer is None:
-                del self._runs[item[1]]
-                self._finish(run)
-        elif kind == "merge":
-            self._merge_done(item[1], item[2], item[3], item[4])
-        elif kind == "retry":
-            self._retry_done(item[1], item[2], item[3])
-        elif kind == "interrupt" and self._interrupts == 1:
-            self._report("stopping", running=len(self._runs))
+    def _handle(self, wakeup: Wakeup) -> None:
+        match wakeup:
+            case WorkerExited(slot, handle):
+                self._worker_ended(slot, handle, killed=False)
+            case WorkerKilled(slot, handle):
+                self._worker_ended(slot, handle, killed=True)
+            case MergeDone():
+                self._merge_done(wakeup)
+            case RetryDone():
+                self._retry_done(wakeup)
+            case Interrupted():
+                if self._interrupts == 1:  # the second one ends the loop instead
+                    self._report("stopping", running=len(self._runs))
+            case _:
+                unhandled(wakeup)
+
+    def _worker_ended(self, slot: int, handle: WorkerHandle, *, killed: bool) -> None:
+        run = self._runs.get(slot)
+        if run is None or run.handle is not handle:
+            return  # news of an earlier attempt in this slot, already finished
+        # After a timeout the tree is gone only when the killer says so.
+        if killed or run.killer is None:
+            del self._runs[slot]
+            self._finish(run)
 
     def _quota_reached(self) -> bool:
         return self.max_tasks is not None and self.summary.started >= self.max_tasks
@@ -199,7 +218,7 @@ class Dispatcher:
             return False  # a busy merge slot, a base that moved: it goes on by itself
         return self._watch.down is not None or not pick_next(self.store.all(), [], self.slots)
 
-    def _pending(self) -> list[dict[str, Any]]:
+    def _pending(self) -> Sequence[Mapping[str, object]]:
         return pending_merges(self.layout)
 
     # ---- starting -------------------------------------------------------------------------
@@ -222,7 +241,7 @@ class Dispatcher:
     def _start(self, slot: int, task: Task) -> None:
         attempt = task.attempts + 1
         branch = branches.task_branch(task)
-        changes: dict[str, Any] = {"attempts": attempt}
+        changes: dict[str, int | str] = {"attempts": attempt}
         if task.kind != "conflict":
             changes["branch"] = branch
         claimed = self.store.claim(task.id, **changes)
@@ -258,7 +277,7 @@ class Dispatcher:
             task,
             branch=branch,
             attempt=attempt,
-            on_exit=lambda h: self._wake.put(("exit", slot, h)),
+            on_exit=lambda h: self._wake.put(WorkerExited(slot, h)),
         )
         run = ActiveRun(record=record, task=task, handle=handle)
         if self.config.worker_timeout_secs > 0:
@@ -299,7 +318,7 @@ class Dispatcher:
     def _kill_and_report(self, slot: int, run: ActiveRun) -> None:
         assert run.handle is not None
         run.handle.kill(self.config.worker_kill_grace_secs)
-        self._wake.put(("killed", slot, run.handle))
+        self._wake.put(WorkerKilled(slot, run.handle))
 
     def _finish(self, run: ActiveRun) -> None:
         """Judge a finished attempt by its commits and act on the verdict."""
@@ -382,7 +401,7 @@ class Dispatcher:
         # between leaves the record as "running", which recovery judges the same way.
         merger = self._ensure_merger()
         task = self._current(run.record.task_id) or run.task
-        merger.submit("merge", (task, run.record.branch))
+        merger.submit(MergeJob(task, run.record.branch))
         run.record.phase = "merging"
         self._merging[run.record.task_id] = run
         self.state.save(self._records())
@@ -392,20 +411,19 @@ class Dispatcher:
             self._merger = MergeRunner(self.config, self.layout, self._wake)
         return self._merger
 
-    def _merge_done(self, payload: Any, outcome: Any, error: Exception | None, at: float) -> None:
-        task, branch = payload
+    def _merge_done(self, done: MergeDone) -> None:
+        task, outcome = done.task, done.outcome
         run = self._merging.pop(task.id, None)
-        status = getattr(outcome, "status", "failed") if error is None else "error"
-        message = getattr(outcome, "message", "") if error is None else str(error)
+        status, message = _merge_status(done)
         self._emit(
             "merge_outcome",
             task=task.id,
-            branch=branch,
+            branch=done.branch,
             status=status,
             message=message,
-            commit=getattr(outcome, "commit", None),
-            done_at=at,
-            conflict_task=getattr(outcome, "conflict_task_id", None),
+            commit=outcome.commit if outcome is not None else None,
+            done_at=done.done_at,
+            conflict_task=outcome.conflict_task_id if outcome is not None else None,
         )
         if status in ("rejected", "error"):
             self._reject(task.id, message)
@@ -413,9 +431,9 @@ class Dispatcher:
         if run is not None:
             self.state.save(self._records())
 
-    def _retry_done(self, generation: int, outcomes: Any, error: Exception | None) -> None:
+    def _retry_done(self, done: RetryDone) -> None:
         progress = False
-        for outcome in outcomes or []:
+        for outcome in done.outcomes:
             self._emit(
                 "merge_outcome",
                 task=outcome.task_id,
@@ -429,12 +447,12 @@ class Dispatcher:
             progress = progress or outcome.status != "waiting"
             if outcome.status == "rejected":
                 self._reject(outcome.task_id, outcome.message)
-        if error is not None:
-            log.warning("retrying pending merges failed: %s", error)
+        if done.error is not None:
+            log.warning("retrying pending merges failed: %s", done.error)
         if progress:
             self._generation += 1
         else:
-            self._settled = generation
+            self._settled = done.generation
 
     def _reject(self, task_id: str, message: str) -> None:
         """A merge the queue refused (test gate, protected path): a failed attempt."""
@@ -465,7 +483,7 @@ class Dispatcher:
         if merger.busy or (not quiet and now - self._last_retry < interval):
             return
         self._last_retry = now
-        merger.submit("retry", self._generation)
+        merger.submit(RetryJob(self._generation))
 
     def _maybe_ingest(self) -> None:
         added = self._feed.ingest_new()
@@ -483,12 +501,12 @@ class Dispatcher:
     def _records(self) -> list[RunRecord]:
         return [run.record for run in [*self._runs.values(), *self._merging.values()]]
 
-    def _emit(self, event: str, **fields: Any) -> None:
+    def _emit(self, event: str, **fields: object) -> None:
         record = self.events.emit(event, **fields)
         if self.reporter is not None:
             self.reporter(record)
 
-    def _report(self, event: str, **fields: Any) -> None:
+    def _report(self, event: str, **fields: object) -> None:
         if self.reporter is not None:
             self.reporter({"event": event, **fields})
 
@@ -556,3 +574,13 @@ class Dispatcher:
                     closed_reason="stopped by the user",
                 )
                 self._emit("requeue", task=task.id, reason="stopped by the user")
+
+
+def _merge_status(done: MergeDone) -> tuple[str, str]:
+    """The status and message the event log shows for a merge: the queue's own words, or
+    "error" with the exception when the merge queue raised."""
+    if done.error is not None:
+        return "error", str(done.error)
+    if done.outcome is None:  # MergeRunner never posts neither; were it to, no merge happened
+        return "failed", ""
+    return done.outcome.status, done.outcome.message
