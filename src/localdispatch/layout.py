@@ -50,8 +50,55 @@ class Layout:
         return self.locks / "task_queue.lock"
 
     @property
+    def state_file(self) -> Path:
+        """The dispatcher's own state: its owner and the attempts it watches."""
+        return self.state / "state.json"
+
+    @property
+    def dispatcher_lock(self) -> Path:
+        """Held by the one dispatcher of this repository."""
+        return self.locks / "dispatcher.lock"
+
+    @property
+    def merge_slot_lock(self) -> Path:
+        """Held by whoever is merging into the base branch (merges land one at a time)."""
+        return self.locks / "merge_slot.lock"
+
+    @property
     def pending_merges(self) -> Path:
         return self.state / "pending_merges.json"
+
+    @property
+    def pending_merges_lock(self) -> Path:
+        return self.locks / "pending_merges.lock"
+
+    @property
+    def suggestions_inbox(self) -> Path:
+        """The snapshots taken out of suggested_tasks.txt and their journal (see suggestions/)."""
+        return self.state / "suggestions"
+
+    @property
+    def suggestions_lock(self) -> Path:
+        """Held by the one ingest that moves lines out of the suggestions file."""
+        return self.locks / "suggestions.lock"
+
+    def attempt_message(self, task_id: str, attempt: int) -> Path:
+        """The task text a worker attempt is given: under .dispatch/, never in its tree."""
+        return self.state / "tasks" / f"{_attempt_stem(task_id, attempt)}.md"
+
+    def attempt_aiderignore(self, task_id: str, attempt: int) -> Path:
+        return self.state / "tasks" / f"{_attempt_stem(task_id, attempt)}.aiderignore"
+
+    def attempt_log(self, task_id: str, attempt: int) -> Path:
+        return self.logs / f"{_attempt_stem(task_id, attempt)}.log"
+
+    def aider_history(self, task_id: str) -> Path:
+        """Aider's chat and input history of a task, kept across its attempts."""
+        return self.state / "history" / task_id
+
+    def test_log(self, task_id: str) -> Path:
+        """The output of the test command run on the merge of a task's branch."""
+        return self.logs / "merges" / f"{task_id}-test.log"
 
     @property
     def checkout_journal(self) -> Path:
@@ -122,6 +169,10 @@ def layout_for(config: Config) -> Layout:
         worktrees=worktrees.resolve(),
         worktree_prefix=prefix,
     )
+
+
+def _attempt_stem(task_id: str, attempt: int) -> str:
+    return f"{task_id}-attempt{attempt}"
 
 
 def _relative(path: Path, root: Path) -> str | None:

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
-from filelock import FileLock, Timeout
 
 from localdispatch.config import Config
 from localdispatch.dispatch.attempt import Emit, Findings, examine, report_accidental
@@ -35,6 +34,7 @@ from localdispatch.processes.supervisor import (
     marked_processes,
     repo_marker,
 )
+from localdispatch.statefile import StateLock
 from localdispatch.store import TaskStore
 from localdispatch.tasks import Task
 
@@ -84,13 +84,8 @@ class Recovery:
     def _merge_slot_free(self) -> bool:
         """Whether no process holds the merge slot: then a test gate still running is a
         leftover of a killed run, not the gate of a merge in progress elsewhere."""
-        lock = FileLock(str(self.layout.locks / "merge_slot.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return False
-        lock.release()
-        return True
+        with StateLock(self.layout.merge_slot_lock, what="the merge slot").attempt() as free:
+            return free
 
     def clear_stale_locks(self) -> None:
         """git lock files that the killed run left in the trees it owns (slots, integration):

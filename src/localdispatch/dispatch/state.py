@@ -12,22 +12,19 @@ work while a dispatcher runs.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import psutil
-from filelock import FileLock, Timeout
 
-from localdispatch.errors import LockBusy
+from localdispatch.errors import LockBusy, StoreError
 from localdispatch.layout import Layout
 from localdispatch.processes.trees import ProcessKey, find_process
-from localdispatch.statefile import replace_with_retry, write_atomic
+from localdispatch.statefile import JsonDocument, StateLock, replace_with_retry
 from localdispatch.tasks import now_iso
 
 log = logging.getLogger(__name__)
@@ -59,18 +56,24 @@ class RunRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def state_path(layout: Layout) -> Path:
-    return layout.state / "state.json"
+def state_document(layout: Layout) -> JsonDocument:
+    """state.json. It has no lock of its own: only the holder of the dispatcher lock writes it."""
+    return JsonDocument(
+        layout.state_file,
+        version=STATE_VERSION,
+        kind="the dispatcher's state file",
+        advice="It lists the worker attempts of the last run; deleting it forgets them.",
+    )
 
 
 def read_state(layout: Layout) -> dict[str, Any]:
     """The raw state document, or an empty one (missing or unreadable files are not errors
     for readers: a crash can only leave a whole file, and recovery handles the rest)."""
+    empty: dict[str, Any] = {"version": STATE_VERSION, "owner": None, "runs": []}
     try:
-        data = json.loads(state_path(layout).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"version": STATE_VERSION, "owner": None, "runs": []}
-    return data if isinstance(data, dict) else {"version": STATE_VERSION, "runs": []}
+        return {**empty, **state_document(layout).read()}
+    except StoreError:
+        return empty
 
 
 def load_owner(layout: Layout) -> dict[str, Any] | None:
@@ -88,47 +91,54 @@ def load_owner(layout: Layout) -> dict[str, Any] | None:
 @contextmanager
 def dispatcher_lock(layout: Layout) -> Iterator[None]:
     """Hold the one-dispatcher-per-repository lock; LockBusy names the holder if known."""
-    path = layout.locks / "dispatcher.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        owner = load_owner(layout)
-        who = f" (pid {owner['pid']}, started {owner.get('started_at', '?')})" if owner else ""
-        raise LockBusy(
-            f"Another dispatcher is already running on {layout.repo}{who}.",
-            hint=f"Wait for it, or stop it; it holds the lock {path}. Use --status to see it.",
-            path=path,
-        ) from None
-    try:
+    path = layout.dispatcher_lock
+    with StateLock(path, what=f"the dispatcher of {layout.repo}").attempt() as held:
+        if not held:
+            owner = load_owner(layout)
+            who = f" (pid {owner['pid']}, started {owner.get('started_at', '?')})" if owner else ""
+            raise LockBusy(
+                f"Another dispatcher is already running on {layout.repo}{who}.",
+                hint=f"Wait for it, or stop it; it holds the lock {path}. Use --status to see it.",
+                path=path,
+            )
         yield
-    finally:
-        lock.release()
 
 
 class StateFile:
     """Reads and atomically writes state.json for the dispatcher that holds the lock."""
 
     def __init__(self, layout: Layout) -> None:
-        self.path = state_path(layout)
+        self.document = state_document(layout)
+        self.path = self.document.path
         self.owner: dict[str, Any] | None = None
         self._runs: list[RunRecord] = []
 
     def load(self) -> list[RunRecord]:
-        """The previous run's records. A corrupt file is kept aside, never trusted."""
+        """The previous run's records. A corrupt file is kept aside, never trusted: the
+        workers it named are still found by their marker, and their tasks put back. A file
+        written by a newer localdispatch is a StoreError and is left as it is."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
         try:
-            data = json.loads(text)
+            data = self.document.decode(raw)
+        except StoreError as exc:
+            return self._set_aside(exc.message)
+        if isinstance(data, dict):
+            newer = self.document.newer_version(data)
+            if newer is not None:
+                raise self.document.too_new(newer)
+        try:
             return [RunRecord.from_dict(item) for item in data.get("runs", [])]
-        except (ValueError, TypeError, AttributeError) as exc:
-            aside = self.path.with_name(f"state.json.corrupt-{int(time.time())}")
-            log.warning("state file %s is unreadable (%s); moved to %s", self.path, exc, aside)
-            replace_with_retry(self.path, aside)
-            return []
+        except (TypeError, AttributeError) as exc:  # not an object, or a run that is not one
+            return self._set_aside(str(exc))
+
+    def _set_aside(self, why: str) -> list[RunRecord]:
+        aside = self.path.with_name(f"state.json.corrupt-{int(time.time())}")
+        log.warning("state file %s is unreadable (%s); moved to %s", self.path, why, aside)
+        replace_with_retry(self.path, aside)
+        return []
 
     def claim_owner(self) -> None:
         me = psutil.Process()
@@ -145,10 +155,4 @@ class StateFile:
         self._write()
 
     def _write(self) -> None:
-        document = {
-            "version": STATE_VERSION,
-            "owner": self.owner,
-            "runs": [asdict(run) for run in self._runs],
-        }
-        payload = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
-        write_atomic(self.path, payload)
+        self.document.write({"owner": self.owner, "runs": [asdict(run) for run in self._runs]})

@@ -50,12 +50,11 @@ class WorkerFiles:
 
 
 def attempt_files(layout: Layout, task: Task, attempt: int) -> WorkerFiles:
-    stem = f"{task.id}-attempt{attempt}"
     return WorkerFiles(
-        task_file=layout.state / "tasks" / f"{stem}.md",
-        log=layout.logs / f"{stem}.log",
-        history_dir=layout.state / "history" / task.id,
-        aiderignore=layout.state / "tasks" / f"{stem}.aiderignore",
+        task_file=layout.attempt_message(task.id, attempt),
+        log=layout.attempt_log(task.id, attempt),
+        history_dir=layout.aider_history(task.id),
+        aiderignore=layout.attempt_aiderignore(task.id, attempt),
     )
 
 

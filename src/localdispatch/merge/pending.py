@@ -11,8 +11,9 @@
 - ``delete_later``: merged branches that a worktree still had checked out, with the commit
   they must still point at to be deleted.
 
-Every read-modify-write runs under a ``filelock`` lock and replaces the file atomically, like
-the task store. A file that cannot be parsed is reported and never overwritten.
+It is a :class:`~localdispatch.statefile.JsonDocument`: every read-modify-write runs under its
+lock and replaces the file atomically, like the task store. A file that cannot be parsed is
+reported and never overwritten.
 
 :class:`MergeRecords` writes how each merge ends (merged, conflict, rejected, waiting,
 failed) to all three places at once; the pure pieces (``next_step``, the conflict task's text)
@@ -21,7 +22,6 @@ decide what to write.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,13 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from filelock import FileLock, Timeout
-
 from localdispatch.config import Config
-from localdispatch.errors import LockBusy, StoreError, TaskNotFound
+from localdispatch.errors import TaskNotFound
 from localdispatch.events import EventLog
 from localdispatch.layout import Layout
-from localdispatch.statefile import write_atomic
+from localdispatch.statefile import LOCK_TIMEOUT_SECS, JsonDocument
 from localdispatch.store import TaskDraft, TaskStore
 from localdispatch.tasks import ACTIVE, Task, now_iso
 
@@ -114,82 +112,56 @@ class MergeBook:
 
 def merge_state_of(layout: Layout) -> MergeState:
     """The pending_merges.json of ``layout``, with its lock."""
-    return MergeState(layout.pending_merges, layout.locks / "pending_merges.lock")
+    return MergeState(layout.pending_merges, layout.pending_merges_lock)
 
 
 class MergeState:
     """pending_merges.json with its lock; ``edit()`` is the only way to change it."""
 
-    def __init__(self, path: Path, lock_path: Path, lock_timeout: float = 60) -> None:
-        self.path = Path(path)
-        self.lock_path = Path(lock_path)
-        self.lock_timeout = lock_timeout
+    def __init__(
+        self, path: Path, lock_path: Path, lock_timeout: float = LOCK_TIMEOUT_SECS
+    ) -> None:
+        self.document = JsonDocument(
+            path,
+            lock_path,
+            version=STATE_VERSION,
+            kind="the pending merges file",
+            advice="It lists the merges waiting to be retried; deleting it forgets them.",
+            lock_timeout=lock_timeout,
+        )
+        self.path = self.document.path
 
     def read(self) -> MergeBook:
         """The current book; the file is replaced atomically, so no lock is needed to read."""
-        try:
-            raw = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return MergeBook()
-        except OSError as exc:
-            raise StoreError(f"Cannot read {self.path}: {exc}.", path=self.path) from exc
-        return parse_book(raw, self.path)
+        return parse_book(self.document.read(), self.document)
 
     @contextmanager
     def edit(self) -> Iterator[MergeBook]:
         """Read the book under the lock, let the caller change it, and write it back."""
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with FileLock(str(self.lock_path), timeout=self.lock_timeout):
-                book = self.read()
-                yield book
-                self._write(book)
-        except Timeout as exc:
-            raise LockBusy(
-                f"Timed out waiting for the lock on {self.path}.",
-                hint=f"Another localdispatch process holds {self.lock_path}.",
-                path=self.lock_path,
-            ) from exc
-
-    def _write(self, book: MergeBook) -> None:
-        document = {
-            "version": STATE_VERSION,
-            "pending": [asdict(e) for e in book.pending],
-            "attempts": book.attempts,
-            "delete_later": book.delete_later,
-        }
-        payload = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
-        write_atomic(self.path, payload.encode("utf-8"))
+        with self.document.edit() as data:
+            book = parse_book(data, self.document)
+            yield book
+            # Keys this version does not know stay as they were.
+            data.update(
+                pending=[asdict(e) for e in book.pending],
+                attempts=book.attempts,
+                delete_later=book.delete_later,
+            )
 
 
-def parse_book(raw: str, path: Path) -> MergeBook:
-    """Parse the file's text; anything unexpected is a StoreError that names the file."""
-
-    def corrupt(what: str) -> StoreError:
-        return StoreError(
-            f"{path} is corrupt: {what}.",
-            hint="Fix or delete it (it lists merges waiting to be retried); localdispatch "
-            "will not overwrite it.",
-            path=path,
-        )
-
-    if not raw.strip():
-        return MergeBook()
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise corrupt(f"invalid JSON at line {exc.lineno}, column {exc.colno}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("pending", []), list):
-        raise corrupt('expected an object with a "pending" list')
+def parse_book(data: dict[str, Any], document: JsonDocument) -> MergeBook:
+    """The book in the file's document; anything unexpected is an error naming the file."""
+    if not isinstance(data.get("pending", []), list):
+        raise document.corrupt('its "pending" is not a list')
     try:
         pending = [PendingMerge(**item) for item in data.get("pending", [])]
         attempts = {str(k): int(v) for k, v in dict(data.get("attempts", {})).items()}
         delete_later = {str(k): str(v) for k, v in dict(data.get("delete_later", {})).items()}
     except (TypeError, ValueError) as exc:
-        raise corrupt(f"an entry is not valid ({exc})") from exc
+        raise document.corrupt(f"an entry is not valid ({exc})") from exc
     for entry in pending:
         if entry.state not in ENTRY_STATES:
-            raise corrupt(f"entry of {entry.task} has unknown state {entry.state!r}")
+            raise document.corrupt(f"entry of {entry.task} has unknown state {entry.state!r}")
     return MergeBook(pending=pending, attempts=attempts, delete_later=delete_later)
 
 

@@ -29,8 +29,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from filelock import FileLock, Timeout
-
 from localdispatch.config import Config
 from localdispatch.errors import DispatchError, GitError, TaskNotFound
 from localdispatch.events import EventLog
@@ -60,6 +58,7 @@ from localdispatch.merge.pending import (
 )
 from localdispatch.merge.sanity import ParserProcess
 from localdispatch.merge.test_command import GateResult
+from localdispatch.statefile import StateLock
 from localdispatch.store import TaskStore
 from localdispatch.tasks import Task, by_id, now_iso
 
@@ -99,9 +98,9 @@ class MergeQueue:
         self.state_samples = state_samples(layout.ignore_patterns())
         # Long enough to wait behind the longest merge another process may be doing.
         self.slot_timeout = config.test_timeout_secs + 120.0
-        self.slot_path = layout.locks / "merge_slot.lock"
+        self.slot_path = layout.merge_slot_lock
         self.integration_path = layout.integration
-        self._slot_lock = FileLock(str(self.slot_path))
+        self._slot_lock = StateLock(self.slot_path, what="the merge slot")
         self._thread_lock = threading.RLock()
         self._tree: IntegrationTree | None = None
         # The sanity gate's parser child, kept from merge to merge (it exits with us: its
@@ -159,19 +158,10 @@ class MergeQueue:
             if not self.config.merge_slot:
                 yield True
                 return
-            self.layout.locks.mkdir(parents=True, exist_ok=True)
-            try:
-                self._slot_lock.acquire(timeout=self.slot_timeout)
-            except Timeout:
-                log.warning(
-                    "merge slot %s busy for %.0f s", self._slot_lock.lock_file, self.slot_timeout
-                )
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                self._slot_lock.release()
+            with self._slot_lock.attempt(self.slot_timeout) as held:
+                if not held:
+                    log.warning("merge slot %s busy for %.0f s", self.slot_path, self.slot_timeout)
+                yield held
 
     # -- one merge -------------------------------------------------------------------------
     def _guarded(self, task: Task, branch: str, resume: PendingMerge | None) -> MergeOutcome:
@@ -365,7 +355,7 @@ class MergeQueue:
         if not argv:
             return None
         assert self._tree is not None
-        log_path = self.layout.logs / "merges" / f"{task.id}-test.log"
+        log_path = self.layout.test_log(task.id)
         gate = self._tree.run_gate(argv, self.config.test_timeout_secs, log_path)
         self.events.emit(
             "test_gate",

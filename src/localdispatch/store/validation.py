@@ -219,16 +219,6 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-def nesting_problem() -> Problem:
-    """The problem of a document nested deeper than json can read (thousands of levels)."""
-    return Problem(
-        "the file",
-        "is nested thousands of levels deep",
-        "Tasks are flat objects: remove the nested lists or objects by hand, or restore the "
-        "file from a copy.",
-    )
-
-
 def _is_container(value: Any) -> bool:
     return isinstance(value, (dict, list))
 

@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import re
 import stat
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
-from localdispatch.errors import LockBusy
 from localdispatch.layout import Layout
-from localdispatch.statefile import write_atomic
+from localdispatch.statefile import JsonDocument, StateLock, write_atomic
 from localdispatch.suggestions.lines import MARK_FIELD, LineIssue, RawLine, split_lines
 from localdispatch.suggestions.regular_file import (
     MAIN_FILE_CAP,
@@ -42,11 +38,9 @@ from localdispatch.tasks import Task
 
 log = logging.getLogger(__name__)
 
-INBOX_DIR = "suggestions"
 JOURNAL_NAME = "journal.json"
+JOURNAL_VERSION = 1
 REJECTED_NAME = "rejected.txt"
-LOCK_NAME = "suggestions.lock"
-LOCK_TIMEOUT_SECS = 60.0
 # A fully read snapshot is deleted only after this long without a write: on POSIX an appender
 # that opened the file before the rename may still write into it (on Windows only a program
 # that opened it with FILE_SHARE_DELETE could; the wait costs nothing, so it applies there too).
@@ -96,18 +90,30 @@ class Journal:
     def path(self) -> Path:
         return self.folder / JOURNAL_NAME
 
+    @property
+    def document(self) -> JsonDocument:
+        """journal.json, written under the ingest lock (so it has no lock of its own) and
+        read like everything in the inbox: a regular file, no link followed, size capped."""
+        folder = self.folder
+        return JsonDocument(
+            self.path,
+            version=JOURNAL_VERSION,
+            kind="the ingest journal",
+            advice="Restore it, or delete it only if every file beside it was already "
+            "ingested (otherwise their lines are read again).",
+            error=SuggestionsError,
+            # Only a crash of the file system could leave it blank: never read as "nothing
+            # ingested yet", which would ingest every snapshot beside it again.
+            blank_is_empty=False,
+            reader=lambda path: read_regular(path, cap=MAIN_FILE_CAP, root=folder),
+        )
+
     @classmethod
     def load(cls, folder: Path) -> Journal:
         journal = cls(folder)
+        document = journal.document
         try:
-            raw = read_regular(journal.path, cap=MAIN_FILE_CAP, root=folder)
-            data = json.loads(raw.decode("utf-8"))
-            journal.seq = int(data["seq"])
-            for name, entry in data["snapshots"].items():
-                journal.snapshots[name] = Snapshot(name, **entry)
-            journal.pending = data.get("pending")
-        except FileNotFoundError:
-            pass
+            data = document.read()
         except UnsafeFile as exc:
             raise SuggestionsError(
                 f"The ingest journal {journal.path} {exc.reason()}, not a file localdispatch "
@@ -116,26 +122,30 @@ class Journal:
                 "already ingested would be read again.",
                 path=journal.path,
             ) from exc
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SuggestionsError(
-                f"The ingest journal {journal.path} is unreadable ({exc}).",
-                hint="Restore it, or delete it only if every file beside it was already "
-                "ingested (otherwise their lines are read again).",
-                path=journal.path,
-            ) from exc
+        if not data:  # no journal yet
+            return journal
+        try:
+            journal.seq = int(data["seq"])
+            for name, entry in data["snapshots"].items():
+                journal.snapshots[name] = Snapshot(name, **entry)
+            journal.pending = data.get("pending")
+        except KeyError as exc:
+            raise document.corrupt(f"it has no {exc}") from exc
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise document.corrupt(f"an entry is not valid ({exc})") from exc
         return journal
 
     def save(self) -> None:
-        data = {
-            "version": 1,
-            "seq": self.seq,
-            "snapshots": {
-                s.name: {"offset": s.offset, "line": s.line, "rotated_at": s.rotated_at}
-                for s in self.snapshots.values()
-            },
-            "pending": self.pending,
-        }
-        write_atomic(self.path, json.dumps(data, indent=1).encode("utf-8"))
+        self.document.write(
+            {
+                "seq": self.seq,
+                "snapshots": {
+                    s.name: {"offset": s.offset, "line": s.line, "rotated_at": s.rotated_at}
+                    for s in self.snapshots.values()
+                },
+                "pending": self.pending,
+            }
+        )
 
     def ordered(self) -> list[Snapshot]:
         return sorted(self.snapshots.values(), key=lambda snap: snap.seq)
@@ -152,23 +162,14 @@ def crash_point(step: str) -> None:
         os._exit(86)
 
 
-@contextmanager
-def locked(layout: Layout) -> Iterator[None]:
-    path = layout.locks / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=LOCK_TIMEOUT_SECS)
-    try:
-        lock.acquire()
-    except Timeout as exc:
-        raise LockBusy(
-            f"Timed out after {LOCK_TIMEOUT_SECS:.0f} s waiting for {path}.",
-            hint="Another ingest is running; if none is, delete that lock file.",
-            path=path,
-        ) from exc
-    try:
-        yield
-    finally:
-        lock.release()
+def locked(layout: Layout) -> AbstractContextManager[None]:
+    """Hold the ingest lock: one ingest at a time moves lines out of the file."""
+    inbox = StateLock(
+        layout.suggestions_lock,
+        what=f"the suggestions inbox {layout.suggestions_inbox}",
+        holder="Another ingest",
+    )
+    return inbox.hold()
 
 
 def recover(journal: Journal, tasks: Sequence[Task], *, write: bool = True) -> int | None:

@@ -15,7 +15,6 @@ from localdispatch.config import Config
 from localdispatch.layout import Layout, ensure_state_ignored
 from localdispatch.store import TaskStore
 from localdispatch.suggestions.inbox import (
-    INBOX_DIR,
     REJECTED_NAME,
     Journal,
     adopt,
@@ -128,7 +127,7 @@ def ingest(
     """
     source = _source_path(layout, file)
     root = _root_for(layout, source)
-    folder = layout.state / INBOX_DIR
+    folder = layout.suggestions_inbox
     report = IngestReport(dry_run=dry_run)
     if dry_run:
         return _preview(source, root, folder, store, report)
@@ -401,7 +400,7 @@ def suggestions_grew(layout: Layout, last_seen: Marker | None) -> tuple[bool, Ma
         size, mtime = info.st_size, info.st_mtime_ns
     except OSError:
         size, mtime = 0, 0
-    marker = (size, mtime, _unread_inbox_bytes(layout.state / INBOX_DIR))
+    marker = (size, mtime, _unread_inbox_bytes(layout.suggestions_inbox))
     return marker != last_seen and (size > 0 or marker[2] > 0), marker
 
 
