@@ -26,13 +26,13 @@ from localdispatch.git.clones import remove_stale_locks
 from localdispatch.layout import Layout
 from localdispatch.merge import checkout_journal
 from localdispatch.merge.queue import MergeQueue
-from localdispatch.processes.supervisor import (
+from localdispatch.processes.supervisor import repo_marker
+from localdispatch.processes.trees import (
     MARKER_ENV,
     ProcessKey,
     find_process,
     kill_tree,
     marked_processes,
-    repo_marker,
 )
 from localdispatch.statefile import StateLock
 from localdispatch.store import TaskStore

@@ -62,8 +62,6 @@ from localdispatch.statefile import StateLock
 from localdispatch.store import TaskStore
 from localdispatch.tasks import Task, by_id, now_iso
 
-__all__ = ["MergeOutcome", "MergeQueue"]
-
 log = logging.getLogger(__name__)
 
 MAX_BASE_RACES = 5
