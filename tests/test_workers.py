@@ -10,14 +10,16 @@ import pytest
 from conftest import git
 from localdispatch.config import Config
 from localdispatch.dispatch.aider import AIDER_FLAGS
-from localdispatch.dispatch.worker import (
+from localdispatch.dispatch.verdict import (
     accidental_files,
-    attempt_files,
-    expand_command,
     find_accidental_files,
     judge,
     looks_accidental,
     retry_or_fail,
+)
+from localdispatch.dispatch.worker import (
+    attempt_files,
+    expand_command,
     task_instructions,
     worker_argv,
     worker_env,

@@ -19,7 +19,12 @@ from typing import Any, Protocol
 from localdispatch.config import Config
 from localdispatch.dispatch.aider_output import give_up_in_log
 from localdispatch.dispatch.state import RunRecord
-from localdispatch.dispatch.worker import Verdict, accidental_files, judge
+from localdispatch.dispatch.verdict import (
+    Verdict,
+    accidental_files,
+    find_accidental_files,
+    judge,
+)
 from localdispatch.errors import DispatchError
 from localdispatch.git import branches
 from localdispatch.git.clones import TamperedClone, clone_at
@@ -60,33 +65,22 @@ class Findings:
     refusal: str | None = None
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How the worker process ended; unknown (the defaults) for an attempt a crash cut off."""
+
+    exit_code: int | None = None
+    timed_out: bool = False
+
+
 def judge_finished(
     config: Config, layout: Layout, run: ActiveRun, task: Task, emit: Emit
 ) -> Verdict:
     """Judge an attempt whose worker has exited; emits ``finish`` with the verdict."""
     record, handle = run.record, run.handle
-    found = examine(layout, record, task, emit)
-    refusal = found.refusal
-    if refusal is None and config.worker_backend == "aider":
-        # Aider's own words about why it stopped count even if it committed: code it left
-        # with lint errors, or half-applied edits, is not the task done.
-        gave_up = give_up_in_log(record.log)
-        if gave_up is not None:
-            refusal = gave_up.cause
-            emit("gave_up", task=task.id, kind=gave_up.kind, cause=gave_up.cause)
+    found = findings_of(layout, record, task, emit)
     exit_code = handle.returncode if handle else None
-    verdict = judge(
-        task,
-        commits=len(found.commits),
-        timed_out=run.timed_out,
-        exit_code=exit_code,
-        timeout_secs=config.worker_timeout_secs,
-        max_retries=config.max_worker_retries,
-        auto_merge=config.auto_merge_worktrees,
-        log_path=record.log,
-        accidental=found.accidental,
-        refusal=refusal,
-    )
+    verdict = verdict_for(config, record, task, found, emit, Ending(exit_code, run.timed_out))
     exited_at = handle.exited_at if handle and handle.exited_at else time.time()
     emit(
         "finish",
@@ -101,6 +95,49 @@ def judge_finished(
         reason=verdict.reason,
     )
     return verdict
+
+
+def verdict_for(
+    config: Config,
+    record: RunRecord,
+    task: Task,
+    found: Findings,
+    emit: Emit,
+    ending: Ending = Ending(),
+) -> Verdict:
+    """The one judgement of an attempt's findings, for a live attempt and for one a crash
+    cut off alike: its commits, its accidental files, a refusal, and Aider's own words."""
+    refusal = found.refusal
+    if refusal is None and config.worker_backend == "aider":
+        # Aider's own words about why it stopped count even if it committed: code it left
+        # with lint errors, or half-applied edits, is not the task done.
+        gave_up = give_up_in_log(record.log)
+        if gave_up is not None:
+            refusal = gave_up.cause
+            emit("gave_up", task=task.id, kind=gave_up.kind, cause=gave_up.cause)
+    return judge(
+        task,
+        commits=len(found.commits),
+        timed_out=ending.timed_out,
+        exit_code=ending.exit_code,
+        timeout_secs=config.worker_timeout_secs,
+        max_retries=config.max_worker_retries,
+        auto_merge=config.auto_merge_worktrees,
+        log_path=record.log,
+        accidental=found.accidental,
+        refusal=refusal,
+    )
+
+
+def findings_of(layout: Layout, record: RunRecord, task: Task, emit: Emit) -> Findings:
+    """What an attempt left, wherever it is: in its slot (examined, then published), or, for
+    one already sent to the merge queue, on its branch in the user's repository (its slot
+    may have been reused since)."""
+    if record.phase == "running" and Path(record.worktree).exists():
+        return examine(layout, record, task, emit)
+    commits = branches.commits_between(layout.repo, record.start_commit, record.branch)
+    accidental = find_accidental_files(layout.repo, record.start_commit, record.branch, task)
+    return Findings(commits, report_accidental(record, task, accidental, emit))
 
 
 def examine(layout: Layout, record: RunRecord, task: Task, emit: Emit) -> Findings:

@@ -31,6 +31,10 @@ from localdispatch.dispatch.recovery import Recovery
 from localdispatch.dispatch.scheduling import pick_next
 from localdispatch.dispatch.state import RunRecord, StateFile, dispatcher_lock
 from localdispatch.dispatch.summary import RunSummary, statuses, tally
+from localdispatch.dispatch.verdict import (
+    Verdict,
+    retry_or_fail,
+)
 from localdispatch.dispatch.views import pending_merges
 from localdispatch.dispatch.wakeups import (
     Interrupted,
@@ -43,11 +47,9 @@ from localdispatch.dispatch.wakeups import (
     unhandled,
 )
 from localdispatch.dispatch.worker import (
-    Verdict,
     check_worker_program,
     launch_attempt,
     model_server_problem,
-    retry_or_fail,
 )
 from localdispatch.errors import DispatchError, TaskNotFound
 from localdispatch.events import EventLog

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from pathlib import Path
 
 import psutil
 
 from localdispatch.config import Config
-from localdispatch.dispatch.attempt import Emit, Findings, examine, report_accidental
+from localdispatch.dispatch.attempt import Emit, findings_of, verdict_for
 from localdispatch.dispatch.state import RunRecord
-from localdispatch.dispatch.worker import Verdict, find_accidental_files, judge
+from localdispatch.dispatch.verdict import (
+    Verdict,
+)
 from localdispatch.errors import DispatchError
 from localdispatch.events import EventLog
 from localdispatch.git import branches
@@ -117,35 +118,17 @@ class Recovery:
         return set(merge_queue.pending_task_ids())
 
     def settle(self, record: RunRecord, task: Task) -> Verdict | None:
-        """Judge an attempt the earlier run left by its commits, exactly as a finished one
-        is judged; None when it had none and went back to open."""
-        if record.phase == "running" and Path(record.worktree).exists():
-            try:
-                found = examine(self.layout, record, task, self.emit)
-            except DispatchError as exc:  # a slot git cannot read: its work is lost, not us
-                self.put_back(task, f"interrupted; its slot could not be read: {exc}")
-                return None
-        else:  # fetched already, and its slot may have been reused since: the branch counts
-            commits = branches.commits_between(self.layout.repo, record.start_commit, record.branch)
-            accidental = find_accidental_files(
-                self.layout.repo, record.start_commit, record.branch, task
-            )
-            found = Findings(commits, report_accidental(record, task, accidental, self.emit))
+        """Judge an attempt the earlier run left exactly as a finished one is judged
+        (``attempt.verdict_for``); None when it left no work and went back to open."""
+        try:
+            found = findings_of(self.layout, record, task, self.emit)
+        except DispatchError as exc:  # a slot git cannot read: its work is lost, not us
+            self.put_back(task, f"interrupted; its slot could not be read: {exc}")
+            return None
         if not found.commits and not found.refusal:
             self.put_back(task, "interrupted: the dispatcher stopped while it ran")
             return None
-        verdict = judge(
-            task,
-            commits=len(found.commits),
-            timed_out=False,
-            exit_code=None,
-            timeout_secs=0,
-            max_retries=self.config.max_worker_retries,
-            auto_merge=self.config.auto_merge_worktrees,
-            log_path=record.log,
-            accidental=found.accidental,
-            refusal=found.refusal,
-        )
+        verdict = verdict_for(self.config, record, task, found, self.emit)
         self.emit(
             "recovered",
             task=task.id,
