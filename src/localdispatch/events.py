@@ -13,17 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
+from localdispatch.statefile import StateLock
 from localdispatch.tasks import now_iso
 
 log = logging.getLogger(__name__)
+
+# A line is appended in microseconds; a lock held this long is a stuck process, and an
+# event lost is better than work held up (the log is a record, not the state).
+APPEND_WAIT_SECS = 10.0
 
 
 class EventLog:
     def __init__(self, path: Path, lock_path: Path | None = None) -> None:
         self.path = Path(path)
         self.lock_path = lock_path or self.path.with_name(self.path.name + ".lock")
+        self._lock = StateLock(self.lock_path, what=f"the event log {self.path}")
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one event; a failure to log is reported but never stops the work."""
@@ -31,11 +35,12 @@ class EventLog:
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with (
-                FileLock(str(self.lock_path), timeout=10),
-                self.path.open("a", encoding="utf-8", newline="\n") as handle,
-            ):
-                handle.write(line)
+            with self._lock.attempt(APPEND_WAIT_SECS) as held:
+                if not held:
+                    log.warning("could not write event %s: %s stayed busy", event, self.lock_path)
+                    return record
+                with self.path.open("a", encoding="utf-8", newline="\n") as handle:
+                    handle.write(line)
         except OSError as exc:
             log.warning("could not write event %s to %s: %s", event, self.path, exc)
         return record

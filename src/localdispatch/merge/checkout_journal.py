@@ -14,15 +14,15 @@ finishes the update, and nothing is touched.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from localdispatch.errors import DispatchError
 from localdispatch.git.commands import run_git
-from localdispatch.statefile import write_atomic
+from localdispatch.statefile import JsonDocument
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,21 @@ class Settled:
     removed: tuple[str, ...] = ()
 
 
+JOURNAL_VERSION = 1
+
+
+def _document(journal: Path) -> JsonDocument:
+    return JsonDocument(
+        journal,
+        version=JOURNAL_VERSION,
+        kind="the journal of an update of your checkout",
+        advice="It names an update of your checkout that a crash may have cut off.",
+    )
+
+
 def begin(journal: Path, update: CheckoutUpdate) -> None:
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(journal, json.dumps(asdict(update), indent=1).encode("utf-8"))
+    """Written before the update starts; only the merge slot's holder writes it."""
+    _document(journal).write(asdict(update))
 
 
 def end(journal: Path) -> None:
@@ -58,12 +70,16 @@ def end(journal: Path) -> None:
 
 
 def read(journal: Path) -> CheckoutUpdate | None:
+    """The update the journal names; None when there is none, or when the journal cannot be
+    read (a crash before its atomic write leaves no file, so that is someone else's file:
+    it is reported and the merge goes on as if there were none)."""
     try:
-        data = json.loads(journal.read_text(encoding="utf-8"))
-        return CheckoutUpdate(**data)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError) as exc:
+        data = _document(journal).read()
+        if not data:
+            return None
+        fields = {k: v for k, v in data.items() if k != "version"}
+        return CheckoutUpdate(**fields)
+    except (DispatchError, TypeError) as exc:
         log.warning("unreadable checkout journal %s (%s); ignoring it", journal, exc)
         return None
 
