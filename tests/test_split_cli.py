@@ -183,6 +183,7 @@ def test_server_down_names_the_host(repo: Path) -> None:
     assert result.returncode == 1
     assert f"Cannot reach the Ollama server at {host}" in result.stderr
     assert "ollama serve" in result.stderr
+    assert "--no-llm" in result.stderr  # the way to go on without a model
     assert stored(repo) == []
 
 

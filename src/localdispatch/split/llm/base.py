@@ -66,3 +66,10 @@ class ChatProvider(Protocol):
 def http_timeout(timeout_secs: float) -> httpx.Timeout:
     """``timeout_secs`` for a whole request, but at most CONNECT_TIMEOUT_SECS to connect."""
     return httpx.Timeout(timeout_secs, connect=min(timeout_secs, CONNECT_TIMEOUT_SECS))
+
+
+# Every "no model" message names the way to go on without one.
+NO_LLM = (
+    " Or split without a model: add --no-llm to the same command (it splits by sentences "
+    "and list items)."
+)

@@ -16,7 +16,7 @@ import ollama
 
 from localdispatch.config import is_loopback
 from localdispatch.errors import LLMError
-from localdispatch.split.llm.base import ChatMessage, ChatReply, http_timeout
+from localdispatch.split.llm.base import NO_LLM, ChatMessage, ChatReply, http_timeout
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def unreachable(host: str) -> LLMError:
     return LLMError(
         f"Cannot reach the Ollama server at {host}.",
         hint="Start it with `ollama serve` (or open the Ollama app), or set ollama.host in "
-        "dispatch_config.json (or $OLLAMA_HOST) to where it runs.",
+        "dispatch_config.json (or $OLLAMA_HOST) to where it runs." + NO_LLM,
         key="ollama.host",
     )
 
@@ -160,6 +160,6 @@ def unreachable(host: str) -> LLMError:
 def model_missing(host: str, model: str) -> LLMError:
     return LLMError(
         f"The model {model} is not available on the Ollama server at {host}.",
-        hint=f"Download it with:  ollama pull {model}",
+        hint=f"Download it with:  ollama pull {model}." + NO_LLM,
         key="ollama.model",
     )

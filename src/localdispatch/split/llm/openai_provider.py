@@ -18,7 +18,7 @@ import httpx
 
 from localdispatch.config import is_loopback
 from localdispatch.errors import LLMError
-from localdispatch.split.llm.base import ChatMessage, ChatReply, http_timeout
+from localdispatch.split.llm.base import NO_LLM, ChatMessage, ChatReply, http_timeout
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def openai_unreachable(host: str) -> LLMError:
         hint="Start it (llama.cpp: `llama-server -m MODEL.gguf --port 8080`; llama-cpp-python: "
         "`python -m llama_cpp.server --model MODEL.gguf --port 8080`; LM Studio: start its "
         "local server; vLLM: `vllm serve MODEL`), or set llm.base_url in dispatch_config.json "
-        "to where it runs.",
+        "to where it runs." + NO_LLM,
         key="llm.base_url",
     )
 
