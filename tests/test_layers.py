@@ -20,9 +20,21 @@ ALLOWED: dict[str, set[str]] = {
     "merge": {"store"},
     "dispatch": {"store", "suggestions", "merge"},
     "doctor": {"split", "dispatch"},
+    "onboarding": set(),
     "testing": set(),
     "demo": {"store", "split", "dispatch", "testing"},
-    "cli": {"store", "suggestions", "split", "merge", "dispatch", "doctor", "testing", "demo"},
+    "cli": {
+        "store",
+        "suggestions",
+        "split",
+        "merge",
+        "dispatch",
+        "doctor",
+        "onboarding",
+        "plans",
+        "testing",
+        "demo",
+    },
     "entry": {"cli"},  # __main__.py and launcher.py
 }
 

@@ -23,11 +23,12 @@ from localdispatch.errors import DispatchError
 # Subcommands of `localdispatch` and the module that defines each. Only the chosen one is
 # imported, so `localdispatch tasks list` does not pay for importing the model client.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("init_cmd", "write a starting dispatch_config.json for this repository"),
     "tasks": ("tasks_cmd", "add, list, show, ready, close, reopen, cancel and link tasks"),
     "config": ("config_cmd", "check dispatch_config.json or print its JSON Schema"),
-    "split": ("split_cmd", "split a goal into tasks (same as split_task.py)"),
-    "dispatch": ("dispatch_cmd", "run workers (same as dispatch_workers.py)"),
-    "ingest": ("ingest_cmd", "turn suggested_tasks.txt into tasks (ingest_suggested_tasks.py)"),
+    "split": ("split_cmd", "split a goal into tasks (same as split-task)"),
+    "dispatch": ("dispatch_cmd", "run workers (same as dispatch-workers)"),
+    "ingest": ("ingest_cmd", "turn suggested ideas into tasks (same as ingest-suggested-tasks)"),
     "doctor": ("doctor_cmd", "check this machine and repository for what localdispatch needs"),
     "demo": ("demo_cmd", "run the whole cycle in a throwaway repository"),
 }

@@ -107,7 +107,7 @@ def _goal(args: argparse.Namespace, parent: Task | None) -> str:
         return f"{parent.title}\n\n{parent.description}".strip()
     raise UsageError(
         "No goal given.",
-        hint='Write it in quotes: split_task.py "Add a dashboard with cycle time and '
+        hint='Write it in quotes: split-task "Add a dashboard with cycle time and '
         'throughput", or split an existing task with --parent ID.',
     )
 
@@ -145,6 +145,7 @@ def render(plan: SplitPlan, written: WrittenPlan | None) -> str:
     else:
         lines.append(
             f"Stored epic {written.epic.id} ({written.epic.title}) with "
-            f"{len(written.children)} tasks. Run dispatch_workers.py to start them."
+            f"{len(written.children)} tasks. Next: `dispatch-workers --plan` shows their "
+            "order, `dispatch-workers --until-idle` runs them."
         )
     return "\n".join(lines)

@@ -239,7 +239,7 @@ def _change(
 def next_step_note(before: Task, after: Task, base: str, running: bool) -> str | None:
     """What the change of ``before`` into ``after`` sets in motion, in one sentence."""
     who = "the running dispatcher" if running else "the next dispatcher run"
-    when = "now" if running else "(python dispatch_workers.py --until-idle)"
+    when = "now" if running else "(dispatch-workers --until-idle)"
     if after.kind == "conflict" and after.status == "done" and after.branch:
         origin = f"; {after.discovered_from} is done once it lands" if after.discovered_from else ""
         return f"Merging {after.branch} into {base} is retried by {who} {when}{origin}."
