@@ -38,6 +38,15 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+@pytest.fixture(autouse=True)
+def user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The user config every test (and every command it runs) reads: a file in its own
+    tmp_path that does not exist until a test writes it, never the developer's real one."""
+    path = tmp_path / "user-config" / "config.json"
+    monkeypatch.setenv("LOCALDISPATCH_USER_CONFIG", str(path))
+    return path
+
+
 def git(repo: Path, *args: str) -> str:
     """Run git in ``repo`` and return its stripped stdout; fail the test on error."""
     result = subprocess.run(

@@ -17,7 +17,18 @@ from typing import Any, Literal
 
 import httpx
 
-from localdispatch.config import Config, is_loopback, load_config
+from localdispatch.config import (
+    CONFIG_FILENAME,
+    MACHINE_KEYS,
+    REPOSITORY_KEYS,
+    Config,
+    is_loopback,
+    is_machine_setting,
+    load_config,
+    shell_word,
+    user_config_keys,
+    user_config_path,
+)
 from localdispatch.errors import DispatchError, LLMError
 from localdispatch.git.commands import run_git
 from localdispatch.layout import Layout, layout_for
@@ -45,13 +56,20 @@ class Check:
 
 def run_checks(config_path: Path | None, cwd: Path | None = None) -> list[Check]:
     """Every check, in the order a newcomer would fix them."""
-    checks = [check_python(), check_git()]
+    user_check = check_user_config()
+    checks = [check_python(), check_git(), user_check]
     try:
         config = load_config(config_path, cwd=cwd)
     except DispatchError as exc:
-        checks.append(Check("config", "fail", str(exc), "Fix the file as the message says."))
+        if user_check.status == "fail" and exc.path == user_config_path():
+            detail = "not loaded while the user config is invalid (see above)"
+            checks.append(Check("config", "fail", detail, user_check.fix))
+        else:
+            checks.append(Check("config", "fail", str(exc), "Fix the file as the message says."))
         return checks
     where = str(config.source) if config.source else "no dispatch_config.json (defaults)"
+    if config.user_source:
+        where += f" over the user config {config.user_source}"
     checks.append(Check("config", "ok", f"valid: {where}"))
     layout = layout_for(config)
     repo_check = check_repo(layout)
@@ -59,6 +77,7 @@ def run_checks(config_path: Path | None, cwd: Path | None = None) -> list[Check]
     if repo_check.status == "ok":
         checks.append(check_branch(config, layout))
         checks.append(check_state_ignored(layout))
+    checks.append(_guard("settings placement", lambda: check_placement(config, layout)))
     checks.append(check_ollama(config))
     checks.append(check_worker(config))
     checks.append(check_disk(layout))
@@ -110,6 +129,95 @@ def check_git() -> Check:
     return _guard("git", probe)
 
 
+def check_user_config(path: Path | None = None) -> Check:
+    """The user config (this machine's settings, under every repository's file): absent is
+    fine; a file that would not load is a failure naming the file, the key and the fix."""
+    path = path or user_config_path()
+    try:
+        keys = user_config_keys(path)
+    except DispatchError as exc:
+        if exc.hint:
+            fix = exc.hint
+        elif exc.key:
+            fix = (
+                f"Correct {exc.key} in {path}, or write it again checked: "
+                f"`localdispatch config set {exc.key} VALUE --user`."
+            )
+        else:
+            fix = f"Fix {path} by hand (every key in it is optional; {{}} is valid)."
+        return Check("user config", "fail", exc.message, fix)
+    if not path.exists():
+        return Check(
+            "user config",
+            "ok",
+            f"none at {path} (optional: this machine's settings, such as aider_cmd, go there "
+            "with `localdispatch config set KEY VALUE --user`)",
+        )
+    listed = ", ".join(keys) if keys else "nothing"
+    return Check("user config", "ok", f"valid: {path} (sets {listed})")
+
+
+def check_placement(config: Config, layout: Layout) -> Check:
+    """Settings in the file where they belong: this machine's paths in the user config, not
+    in the repository's file that git shares; one repository's settings not in the user
+    config, where they would apply to every repository."""
+    user_file = config.user_source or user_config_path()
+    to_user: list[str] = []
+    to_repo: list[str] = []
+    shared = config.source is not None and _shared_by_git(config.source, layout.repo)
+    for key, what in MACHINE_KEYS.items():
+        value = _value_of(config, key)
+        if shared and config.origin_of(key) == config.source and is_machine_setting(key, value):
+            to_user.append(
+                f"{key} is {what}; move it to {user_file} with `localdispatch config set "
+                f"{key} {shell_word(value)} --user` and remove it from {CONFIG_FILENAME}"
+            )
+    for key in REPOSITORY_KEYS:
+        if config.user_source is not None and config.origin_of(key) == config.user_source:
+            to_repo.append(
+                f"{key} describes one repository but is in the user config, so it applies to "
+                f"every repository on this machine; set it in the repository "
+                f"(`localdispatch config set {key} {shell_word(_value_of(config, key))}`) and "
+                f"remove it from {config.user_source}"
+            )
+    if not to_user and not to_repo:
+        return Check(
+            "settings placement",
+            "ok",
+            "no machine paths in the shared dispatch_config.json, no repository settings "
+            "in the user config",
+        )
+    found = []
+    if to_user:
+        keys = ", ".join(move.split(" ", 1)[0] for move in to_user)
+        found.append(f"{keys} in {config.source}, which git shares, would be better in {user_file}")
+    if to_repo:
+        keys = ", ".join(move.split(" ", 1)[0] for move in to_repo)
+        found.append(f"{keys} in the user config would be better in {CONFIG_FILENAME}")
+    return Check(
+        "settings placement",
+        "warn",
+        "; ".join(found),
+        "; ".join([*to_user, *to_repo]) + ".",
+        required=False,
+    )
+
+
+def _value_of(config: Config, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _shared_by_git(path: Path, repo: Path) -> bool:
+    """True when git tracks ``path``, or would once it is committed (not ignored)."""
+    if run_git(["ls-files", "--error-unmatch", "--", str(path)], repo, check=False).returncode:
+        ignored = run_git(["check-ignore", "-q", "--", str(path)], repo, check=False)
+        return ignored.returncode == 1  # 0: ignored; 128: not in a repository
+    return True
+
+
 def check_repo(layout: Layout) -> Check:
     def probe() -> Check:
         result = run_git(["rev-parse", "--show-toplevel"], layout.repo, check=False)
@@ -131,12 +239,15 @@ def check_branch(config: Config, layout: Layout) -> Check:
     def probe() -> Check:
         ref = f"refs/heads/{config.branch}"
         if run_git(["rev-parse", "--verify", "--quiet", ref], layout.repo, check=False).returncode:
+            origin = config.origin_of("branch")
+            where = f" (it comes from {origin})" if origin else ""
             return Check(
                 "branch",
                 "fail",
-                f"branch '{config.branch}' does not exist (or has no commit yet)",
-                'Make a first commit, or set "branch" to your base branch '
-                "(`git branch --show-current` names it).",
+                f"branch '{config.branch}' does not exist (or has no commit yet){where}",
+                'Make a first commit, or set "branch" to your base branch: '
+                "`localdispatch config set branch NAME` (`git branch --show-current` "
+                "names the one you are on).",
             )
         return Check("branch", "ok", f"base branch '{config.branch}' exists")
 
@@ -186,8 +297,9 @@ def check_ollama(config: Config) -> Check:
             "ollama",
             "fail",
             f"no Ollama server answers at {host} ({type(exc).__name__})",
-            "Install Ollama from https://ollama.com and start it (`ollama serve`), or set "
-            "ollama.host / $OLLAMA_HOST.",
+            "Install Ollama from https://ollama.com and start it (`ollama serve`), or point "
+            "ollama.host at yours: `localdispatch config set ollama.host URL --user` (or "
+            "$OLLAMA_HOST).",
         )
     wanted = {model, f"{model}:latest"} if ":" not in model else {model}
     if not wanted & set(names):
@@ -235,7 +347,8 @@ def check_worker(config: Config) -> Check:
         label = "aider"
         fix = (
             "Install Aider in its own environment (`python -m pip install aider-install && "
-            "aider-install`, or `pipx install aider-chat`) or set aider_cmd to its path."
+            "aider-install`, or `pipx install aider-chat`) or set aider_cmd to its path on "
+            "this machine: `localdispatch config set aider_cmd PATH --user`."
         )
     found = shutil.which(program) or (program if Path(program).is_file() else None)
     if found:
