@@ -22,7 +22,7 @@ from localdispatch.config import (
     set_values,
     user_config_path,
 )
-from localdispatch.errors import ConfigError, DispatchError, GitError
+from localdispatch.errors import ConfigError, DispatchError, GitError, UsageError
 from localdispatch.git.branches import check_repository
 from localdispatch.layout import Layout, ensure_state_ignored, layout_for, protected_patterns
 from localdispatch.statefile import write_atomic
@@ -45,14 +45,19 @@ def register(sub: Any, name: str, help_text: str) -> None:
 
     setter = actions.add_parser(
         "set",
-        help="set one key in the repository's dispatch_config.json (created if missing) or, "
+        help="set keys in the repository's dispatch_config.json (created if missing) or, "
         "with --user, in your user config; checked before anything is written",
-        description="Set one key. VALUE is read as JSON when it parses (3, true, "
-        '\'["pytest","-q"]\', null) and as text otherwise; quote it as JSON (\'"2024"\') to '
-        "keep text that looks like a number. Sections take dotted keys (ollama.host).",
+        description="Set one key, or several at once (KEY VALUE KEY VALUE ...: keys that only "
+        "make sense together, such as worker_backend and worker_command). VALUE is read as "
+        'JSON when it parses (3, true, \'["pytest","-q"]\', null) and as text otherwise; '
+        "quote it as JSON ('\"2024\"') to keep text that looks like a number. Sections take "
+        "dotted keys (ollama.host).",
     )
     setter.add_argument("key", metavar="KEY", help="e.g. num_workers, ollama.host")
     setter.add_argument("value", metavar="VALUE", help="JSON, or text")
+    setter.add_argument(
+        "more", nargs="*", metavar="KEY VALUE", help="more keys and values, set together"
+    )
     setter.add_argument(
         "--user",
         action="store_true",
@@ -150,28 +155,34 @@ def _value_at(settings: dict[str, Any], key: str) -> Any:
 
 
 def _set(args: argparse.Namespace) -> int:
-    """Write one key into the repository's file or the user config, checked first."""
+    """Write keys into the repository's file or the user config, all checked first."""
+    if len(args.more) % 2:
+        raise UsageError(
+            f"config set takes KEY VALUE pairs; {args.more[-1]!r} has no value.",
+            hint="Give each key its value: config set KEY VALUE [KEY VALUE ...].",
+        )
+    raw = {args.key: args.value, **dict(zip(args.more[::2], args.more[1::2], strict=True))}
     target = user_config_path() if args.user else _repository_file(args.config)
     created = not target.exists()
-    value = parse_value(args.value, args.key)
+    values = {key: parse_value(text, key) for key, text in raw.items()}
     try:
-        notes = set_values(target, {args.key: value}, user=args.user)
+        notes = set_values(target, values, user=args.user)
     except ConfigError as exc:
-        if not isinstance(value, str) and "string" in exc.message:
-            # `config set branch 2024` reads a number; say how to keep it as text.
-            quoted = json.dumps(args.value)
-            advice = f"({args.value} was read as JSON; to set it as text, quote it: '{quoted}'.)"
-            exc.hint = f"{exc.hint} {advice}" if exc.hint else advice
+        for key, value in values.items():
+            if not isinstance(value, str) and "string" in exc.message and key in exc.message:
+                # `config set branch 2024` reads a number; say how to keep it as text.
+                quoted = json.dumps(raw[key])
+                advice = f"({raw[key]} was read as JSON; to set it as text, quote it: '{quoted}'.)"
+                exc.hint = f"{exc.hint} {advice}" if exc.hint else advice
         raise
     if created and not args.user:
         _add_schema(target)
     if args.json:
-        common.emit_json(
-            {"file": str(target), "created": created, "set": {args.key: value}, "notes": notes}
-        )
+        common.emit_json({"file": str(target), "created": created, "set": values, "notes": notes})
     else:
-        shown = json.dumps(value, ensure_ascii=False)
-        common.write(f"Set {args.key} = {shown} in {target}{' (created)' if created else ''}")
+        for key, value in values.items():
+            shown = json.dumps(value, ensure_ascii=False)
+            common.write(f"Set {key} = {shown} in {target}{' (created)' if created else ''}")
     for note in notes:
         common.info(f"note: {note}")
     return 0
