@@ -25,10 +25,11 @@ from localdispatch.errors import DispatchError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "init": ("init_cmd", "write a starting dispatch_config.json for this repository"),
     "tasks": ("tasks_cmd", "add, list, show, ready, close, reopen, cancel and link tasks"),
-    "config": ("config_cmd", "check dispatch_config.json or print its JSON Schema"),
+    "config": ("config_cmd", "check or set settings (repository or user file), print the schema"),
     "split": ("split_cmd", "split a goal into tasks (same as split-task)"),
     "dispatch": ("dispatch_cmd", "run workers (same as dispatch-workers)"),
     "ingest": ("ingest_cmd", "turn suggested ideas into tasks (same as ingest-suggested-tasks)"),
+    "import": ("import_cmd", "import a Conductor track or a task-dispatcher YAML file as tasks"),
     "doctor": ("doctor_cmd", "check this machine and repository for what localdispatch needs"),
     "demo": ("demo_cmd", "run the whole cycle in a throwaway repository"),
 }
