@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "suggestions": {"store"},
     "split": {"store"},
     "merge": {"store"},
+    "plans": {"store"},
     "dispatch": {"store", "suggestions", "merge"},
     "doctor": {"split", "dispatch"},
     "onboarding": set(),

@@ -70,6 +70,8 @@ class Task(BaseModel):
     created_at: str = Field(default_factory=now_iso)
     updated_at: str = Field(default_factory=now_iso)
     closed_reason: str | None = None
+    # Expected seconds of work, from an imported plan (effort hours); --plan prefers it.
+    estimate_secs: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 def title_key(title: str) -> str:

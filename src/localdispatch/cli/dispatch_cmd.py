@@ -16,7 +16,7 @@ from localdispatch.cli import common, status_view
 from localdispatch.dispatch.loop import Dispatcher
 from localdispatch.dispatch.scheduling import WavePlan
 from localdispatch.dispatch.summary import format_summary
-from localdispatch.dispatch.views import plan_snapshot, status_snapshot
+from localdispatch.dispatch.views import EstimateBasis, plan_snapshot, status_snapshot
 from localdispatch.errors import UsageError
 from localdispatch.store import open_store
 
@@ -242,13 +242,27 @@ def _describe_pending(item: Any) -> str:
 
 
 def format_plan(plan: WavePlan, basis: str) -> str:
+    """The --plan text. With estimates from an imported plan, each task says where its own
+    estimate came from: the plan, or history (the default before there is any)."""
+    from_plan = basis.from_plan if isinstance(basis, EstimateBasis) else {}
+    fallback = basis.fallback if isinstance(basis, EstimateBasis) else "from history"
+
+    def source(task_id: str, secs: float) -> str:
+        if not from_plan:
+            return ""
+        where = "from the plan" if task_id in from_plan else fallback
+        return f"  [{_duration(secs)}, {where}]"
+
     lines = [f"Plan for {plan.slots} worker(s); estimate: {basis}."]
     if plan.running:
         lines.append("Running now: " + ", ".join(run.task_id for run in plan.running))
     for number, wave in enumerate(plan.waves, start=1):
         when = "now" if wave[0].start == 0 else f"at +{wave[0].start / 60:.1f} min"
         lines.append(f"Wave {number} ({when}):")
-        lines.extend(f"  {run.task_id}  {run.title}" for run in wave)
+        lines.extend(
+            f"  {run.task_id}  {run.title}{source(run.task_id, run.end - run.start)}"
+            for run in wave
+        )
     if plan.blocked:
         lines.append(
             "Blocked (a dependency failed, was cancelled or is missing): " + ", ".join(plan.blocked)
@@ -258,3 +272,7 @@ def format_plan(plan: WavePlan, basis: str) -> str:
         f"{plan.sequential_secs / 60:.1f} min one by one (speed-up {plan.speedup:.2f}x)."
     )
     return "\n".join(lines)
+
+
+def _duration(secs: float) -> str:
+    return f"{secs / 60:.1f} min" if secs < 90 * 60 else f"{secs / 3600:.1f} h"

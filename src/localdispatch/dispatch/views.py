@@ -18,11 +18,12 @@ from localdispatch.merge.pending import merge_state_of
 from localdispatch.processes.supervisor import tree_stats
 from localdispatch.processes.trees import ProcessKey
 from localdispatch.store import TaskStore
-from localdispatch.tasks import STATUSES, Task
+from localdispatch.tasks import ACTIVE, STATUSES, Task
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ESTIMATE_SECS = 600.0
+NO_HISTORY = "no history yet"
 
 
 def status_snapshot(
@@ -89,8 +90,24 @@ def pending_merges(layout: Layout) -> list[dict[str, Any]]:
         return []
 
 
+class EstimateBasis(str):
+    """What --plan says its estimates rest on: a plain string (as ``--json`` shows it) that
+    also knows which tasks' estimates came from their plan (``from_plan``: id -> seconds) and
+    where the others' came from (``fallback``: "from history" or the default)."""
+
+    from_plan: dict[str, float]
+    fallback: str
+
+    def __new__(cls, text: str, from_plan: dict[str, float], fallback: str) -> EstimateBasis:
+        basis = super().__new__(cls, text)
+        basis.from_plan = dict(from_plan)
+        basis.fallback = fallback
+        return basis
+
+
 def estimate_secs(layout: Layout) -> tuple[float, str]:
-    """How long a task takes: the median of finished attempts in the event log, if any."""
+    """How long a task takes when its plan does not say: the median of finished attempts in
+    the event log, or the default before there are any."""
     durations = [
         float(event["secs"])
         for event in EventLog(layout.events).read(last=2000)
@@ -98,17 +115,48 @@ def estimate_secs(layout: Layout) -> tuple[float, str]:
     ]
     if durations:
         return statistics.median(durations), f"median of {len(durations)} finished attempts"
-    return DEFAULT_ESTIMATE_SECS, f"{DEFAULT_ESTIMATE_SECS:g} s per task (no history yet)"
+    return DEFAULT_ESTIMATE_SECS, f"{DEFAULT_ESTIMATE_SECS:g} s per task ({NO_HISTORY})"
 
 
-def plan_snapshot(layout: Layout, tasks: list[Task], slots: int) -> tuple[WavePlan, str]:
-    """The --plan simulation for the current tasks; returns the plan and the estimate used."""
-    estimate, basis = estimate_secs(layout)
+def plan_snapshot(layout: Layout, tasks: list[Task], slots: int) -> tuple[WavePlan, EstimateBasis]:
+    """The --plan simulation for the current tasks; returns the plan and the estimates used.
+
+    A task's own ``estimate_secs`` (from an imported plan) comes first; every other task is
+    estimated from history (see :func:`estimate_secs`). The basis says which is which.
+    """
+    history, history_basis = estimate_secs(layout)
+    work = [task for task in tasks if task.status in ACTIVE and task.kind != "epic"]
+    own = {task.id: task.estimate_secs for task in work if task.estimate_secs is not None}
+    index = {task.id: task for task in tasks}
+
+    def estimate(task: Task) -> float:
+        return own.get(task.id, history)
+
     now = time.time()
     running = {}
     for item in read_state(layout).get("runs", []):
         if isinstance(item, dict) and item.get("phase", "running") == "running":
+            task_id = str(item.get("task_id"))
             elapsed = now - float(item.get("started_at") or now)
-            running[str(item.get("task_id"))] = max(0.0, estimate - elapsed)
-    plan = plan_waves(tasks, slots, lambda _task: estimate, running)
-    return plan, basis
+            full = estimate(index[task_id]) if task_id in index else history
+            running[task_id] = max(0.0, full - elapsed)
+    plan = plan_waves(tasks, slots, estimate, running)
+    fallback = f"the default, {NO_HISTORY}" if NO_HISTORY in history_basis else "from history"
+    if not own:
+        return plan, EstimateBasis(history_basis, own, fallback)
+    shown = ", ".join(sorted(own, key=_id_order)[:8]) + (" ..." if len(own) > 8 else "")
+    others = len(work) - len(own)
+    if others == 0:
+        text = f"the plan's own estimates for all {len(own)} tasks"
+    else:
+        noun = "task" if others == 1 else "tasks"
+        text = (
+            f"the plan's own estimates for {shown}; {history_basis} for the other {others} {noun}"
+        )
+    return plan, EstimateBasis(text, own, fallback)
+
+
+def _id_order(task_id: str) -> tuple[str, int]:
+    """t-2 before t-10."""
+    head, _, tail = task_id.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (task_id, 0)
