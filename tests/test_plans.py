@@ -228,11 +228,19 @@ def test_annotations_and_code_fences_in_the_prose_are_not_misread() -> None:
   ## Phase 9: not a phase
   ```
 - [ ] **Task: Forgot Password Page** 6ef5f86
+- [ ] Task 3: Read `<!-- files: ... -->` annotations, and `<!--` alone
+  Document `<!-- depends: task1 -->` in the README.
 """
     plan = conductor(text)
     tasks = plan.tasks
-    assert [t.title for t in tasks] == ["Install script", "Forgot Password Page"]
+    assert [t.title for t in tasks] == [
+        "Install script",
+        "Forgot Password Page",
+        "Read `<!-- files: ... -->` annotations, and `<!--` alone",
+    ]
     assert tasks[0].files == ["scripts/install.sh", "scripts/common.sh"]
+    assert tasks[2].files == [] and tasks[2].depends_on == []
+    assert "Document `<!-- depends: task1 -->` in the README." in tasks[2].description
     assert "# Create the folder" in tasks[0].description
     assert [i.item for i in plan.items if i.kind == "epic"] == ["track", "phase1"]
 

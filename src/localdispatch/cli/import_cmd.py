@@ -13,6 +13,7 @@ from typing import Any
 from localdispatch.cli import common
 from localdispatch.layout import ensure_state_ignored
 from localdispatch.plans import ImportResult, NewTask, import_plan, load_plan
+from localdispatch.statefile import StateLock
 from localdispatch.store import open_store
 
 FORMATS = {"conductor": "Conductor track plan", "task-dispatcher": "task-dispatcher file"}
@@ -44,9 +45,14 @@ def run(args: argparse.Namespace) -> int:
     config, layout = common.load(args)
     plan = load_plan(Path(args.path), layout.repo)
     store = open_store(config, layout)
-    if not args.dry_run:
+    if args.dry_run:
+        result = import_plan(store, plan, parent_id=args.parent, dry_run=True)
+    else:
         ensure_state_ignored(layout)
-    result = import_plan(store, plan, parent_id=args.parent, dry_run=args.dry_run)
+        # Finding what is already imported and adding the rest is one step: two imports of
+        # the same file at once must not both add it.
+        with StateLock(layout.locks / "import.lock", what="plan imports").hold():
+            result = import_plan(store, plan, parent_id=args.parent)
     if args.json:
         common.emit_json(result.to_dict())
     else:

@@ -1,7 +1,8 @@
 """Plans made elsewhere, imported as tasks: Conductor tracks and task-dispatcher YAML files.
 
-``conductor.py`` and ``task_dispatcher.py`` parse a file's text into an ``ImportedPlan``
-(pure); ``reading.py`` finds and reads the file; ``writer.py`` stores what is new, once.
+``conductor.py`` (with ``track.py``, the rules of phases and ``depends``) and
+``task_dispatcher.py`` parse a file's text into an ``ImportedPlan`` (pure); ``reading.py`` finds
+and reads the file; ``writer.py`` stores what is new, once.
 """
 
 from __future__ import annotations

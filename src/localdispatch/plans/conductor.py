@@ -27,7 +27,8 @@ a task of another phase (``phase1/task2``). Before a phase's first task, ``<!-- 
 parallel -->`` lets its tasks run side by side (otherwise the phase is sequential: each task
 waits for the one before it), and ``<!-- depends: phase1, phase3 -->`` says which phases it
 waits for (``<!-- depends: -->``: none). Without that annotation a phase waits for the phase
-before it, as Conductor runs phases in order.
+before it, as Conductor runs phases in order. :mod:`localdispatch.plans.track` holds these
+rules; this module reads the text.
 
 Done (``[x]``) and skipped (``[-]``) tasks and Conductor's manual verification steps are not
 imported; waiting for them is waiting for nothing. Pure: the reader passes the text in.
@@ -38,7 +39,6 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from localdispatch.plans.model import (
@@ -51,7 +51,14 @@ from localdispatch.plans.model import (
     confine_files,
     priority_of,
 )
-from localdispatch.tasks import find_cycle
+from localdispatch.plans.track import (
+    Phase,
+    Ref,
+    Track,
+    TrackTask,
+    dependencies,
+    name_items,
+)
 
 FORMAT_HINT = (
     "A Conductor plan has phases and tasks like `## Phase 1: Setup` followed by "
@@ -69,6 +76,7 @@ _TASK = re.compile(
     r"^task\b\s*(?P<num>\d+(?:\.\d+)*)?\s*[:.)\-–—]?\s*(?P<title>.*)$", re.IGNORECASE
 )
 _COMMENT = re.compile(r"<!--(.*?)-->")
+_CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)*?\1")  # `code`: an annotation written in one is text
 _ANNOTATION = re.compile(r"^\s*(?P<key>[A-Za-z][\w-]*)\s*:(?P<value>.*)$", re.DOTALL)
 # A commit Conductor wrote after a finished task: "(1a2b3c4)", "[1a2b3c4]", "*(1a2b3c4)*".
 _COMMIT_TAIL = re.compile(
@@ -80,57 +88,6 @@ _TITLE_PREFIX = re.compile(r"^(?:implementation\s+)?plan\s*(?:[:\-–—]\s*|$)"
 _RULE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,})\s*$")
 
 DEPENDS_KEYS = ("depends", "depends-on", "depends_on")
-REF_HINT = (
-    "Under a task, write `<!-- depends: task1, task2 -->` (tasks of its phase), `phase2` (a "
-    "whole phase) or `phase1/task3` (a task of another phase); before a phase's first task, "
-    "`<!-- depends: phase1 -->` (or `<!-- depends: -->` for none)."
-)
-
-
-@dataclass
-class _Ref:
-    token: str
-    line: int
-
-
-@dataclass
-class _Task:
-    number: str | None
-    mark: str
-    title: str
-    line: int
-    position: int
-    body: list[str] = field(default_factory=list)
-    files: list[_Ref] = field(default_factory=list)  # each path with its annotation's line
-    depends: list[_Ref] | None = None
-    ident: str = ""
-
-
-@dataclass
-class _Phase:
-    number: str | None
-    name: str
-    line: int
-    execution: str = "sequential"
-    depends: list[_Ref] | None = None
-    notes: list[str] = field(default_factory=list)
-    tasks: list[_Task] = field(default_factory=list)
-    ident: str = ""
-
-    @property
-    def heading(self) -> str:
-        return f"{self.short}: {self.name}" if self.name else self.short
-
-    @property
-    def short(self) -> str:
-        return f"Phase {self.number}" if self.number else f"Phase {self.name!r}"
-
-
-@dataclass
-class _Track:
-    heading: str | None = None
-    phases: list[_Phase] = field(default_factory=list)
-    first_stray_checkbox: int | None = None  # the line of a checkbox outside every phase
 
 
 def parse_plan(
@@ -149,7 +106,7 @@ def parse_plan(
     track = _read_structure(_lines(text, source), source)
     if not any(phase.tasks for phase in track.phases):
         raise _no_tasks(track, source)
-    _name_items(track.phases, source)
+    name_items(track.phases, source)
     plan = ImportedPlan(source=source, format="conductor")
     meta = dict(metadata or {})
     priority = priority_of(meta.get("priority"))
@@ -158,7 +115,7 @@ def parse_plan(
         epic.priority = priority
     plan.items.append(epic)
     imported = _imported_tasks(track.phases, plan)
-    deps = _dependencies(track.phases, imported, source)
+    deps = dependencies(track.phases, imported, source)
     for phase in track.phases:
         kept = [task for task in phase.tasks if id(task) in imported]
         if not phase.tasks:
@@ -198,7 +155,8 @@ def _lines(text: str, source: str) -> list[str]:
         line = result[index]
         if _FENCE.match(line):
             fenced = not fenced
-        if not fenced and line.rfind("<!--") > line.rfind("-->"):
+        bare = _CODE_SPAN.sub("", line)
+        if not fenced and bare.rfind("<!--") > bare.rfind("-->"):
             end = index + 1
             while end < len(result) and "-->" not in result[end]:
                 end += 1
@@ -218,10 +176,10 @@ def _lines(text: str, source: str) -> list[str]:
     return result
 
 
-def _read_structure(lines: list[str], source: str) -> _Track:
-    track = _Track()
-    phase: _Phase | None = None
-    task: _Task | None = None
+def _read_structure(lines: list[str], source: str) -> Track:
+    track = Track()
+    phase: Phase | None = None
+    task: TrackTask | None = None
     base_indent: int | None = None
     fenced = False
     for number, raw in enumerate(lines, start=1):
@@ -237,7 +195,7 @@ def _read_structure(lines: list[str], source: str) -> _Track:
             found = _PHASE.match(title)
             if found and level >= 2:
                 name = _CHECKPOINT.sub("", found.group("name")).strip()
-                phase = _Phase(found.group("num"), name, number)
+                phase = Phase(found.group("num"), name, number)
                 track.phases.append(phase)
                 task, base_indent = None, None
                 continue
@@ -258,11 +216,20 @@ def _read_structure(lines: list[str], source: str) -> _Track:
             _annotate(phase, task, box.group("text"), number, source)
             continue
         _annotate(phase, task, line, number, source)
-        _add_text(phase, task, _COMMENT.sub("", line).rstrip())
+        _add_text(phase, task, _without_comments(line).rstrip())
     return track
 
 
-def _no_tasks(track: _Track, source: str) -> PlanError:
+def _without_comments(line: str) -> str:
+    """``line`` without its HTML comments, leaving those written inside `code` as text."""
+    parts, last = [], 0
+    for span in _CODE_SPAN.finditer(line):
+        parts += [_COMMENT.sub("", line[last : span.start()]), span.group(0)]
+        last = span.end()
+    return "".join([*parts, _COMMENT.sub("", line[last:])])
+
+
+def _no_tasks(track: Track, source: str) -> PlanError:
     if track.phases:
         first = track.phases[0]
         return PlanError(
@@ -282,8 +249,8 @@ def _no_tasks(track: _Track, source: str) -> PlanError:
     return PlanError(source, None, "holds no tasks to import.", hint=FORMAT_HINT)
 
 
-def _new_task(box: re.Match[str], line: int, position: int, source: str) -> _Task:
-    text = _COMMENT.sub("", box.group("text")).replace("**", "").strip()
+def _new_task(box: re.Match[str], line: int, position: int, source: str) -> TrackTask:
+    text = _without_comments(box.group("text")).replace("**", "").strip()
     found = _TASK.match(text)
     number = found.group("num") if found else None
     title = found.group("title") if found else text
@@ -296,20 +263,20 @@ def _new_task(box: re.Match[str], line: int, position: int, source: str) -> _Tas
             hint="Write what the task does after the checkbox, e.g. "
             "`- [ ] Task 1: Create the config parser`.",
         )
-    return _Task(number, box.group("mark"), title, line, position)
+    return TrackTask(number, box.group("mark"), title, line, position)
 
 
-def _annotate(phase: _Phase, task: _Task | None, line: str, number: int, source: str) -> None:
-    for body in _COMMENT.findall(line):
+def _annotate(phase: Phase, task: TrackTask | None, line: str, number: int, source: str) -> None:
+    for body in _COMMENT.findall(_CODE_SPAN.sub("", line)):
         found = _ANNOTATION.match(body)
         if not found:
             continue  # a plain comment, such as the commit Conductor notes after a task
         key, value = found.group("key").lower(), found.group("value").strip()
         if key == "files" and task is not None:
             parts = [part.strip() for part in re.split(r"[,;]", value)]
-            task.files.extend(_Ref(part, number) for part in parts if part)
+            task.files.extend(Ref(part, number) for part in parts if part)
         elif key in DEPENDS_KEYS:
-            refs = [_Ref(token, number) for token in _ref_tokens(value)]
+            refs = [Ref(token, number) for token in _ref_tokens(value)]
             if task is None:
                 phase.depends = [*(phase.depends or []), *refs]
             else:
@@ -333,7 +300,7 @@ def _execution(key: str, value: str, line: int, source: str) -> str:
     )
 
 
-def _add_text(phase: _Phase | None, task: _Task | None, line: str) -> None:
+def _add_text(phase: Phase | None, task: TrackTask | None, line: str) -> None:
     if phase is None or _RULE.match(line):
         return
     if task is not None:
@@ -350,52 +317,12 @@ def _ref_tokens(value: str) -> list[str]:
     return tokens
 
 
-# ---- naming and linking --------------------------------------------------------------------
-
-
-def _name_items(phases: list[_Phase], source: str) -> None:
-    """Give phases and tasks their ids (``phase2``, ``phase2/task1``); duplicates are errors."""
-    seen_phases: dict[str, int] = {}
-    for position, phase in enumerate(phases, start=1):
-        phase.ident = f"phase{phase.number or position}"
-        if phase.ident in seen_phases:
-            raise PlanError(
-                source,
-                phase.line,
-                f"{phase.heading!r} has the number of the phase at line "
-                f"{seen_phases[phase.ident]}.",
-                hint="Number the phases 1, 2, 3, ... so that `depends: phaseN` names one.",
-            )
-        seen_phases[phase.ident] = phase.line
-        numbered: dict[str, int] = {}
-        for task in phase.tasks:
-            if task.number is None:
-                continue
-            if task.number in numbered:
-                raise PlanError(
-                    source,
-                    task.line,
-                    f"{phase.short} has two tasks numbered {task.number} (lines "
-                    f"{numbered[task.number]} and {task.line}).",
-                    hint="Number the tasks of a phase 1, 2, 3, ... so that `depends: taskN` "
-                    "names one.",
-                )
-            numbered[task.number] = task.line
-        for task in phase.tasks:
-            if task.number is not None:
-                task.ident = f"task{task.number}"
-            elif str(task.position) not in numbered:
-                task.ident = f"task{task.position}"
-            else:
-                task.ident = f"item{task.position}"
-
-
-def _task_label(phase: _Phase, task: _Task) -> str:
+def _task_label(phase: Phase, task: TrackTask) -> str:
     number = f" {task.number}" if task.number else ""
     return f"{phase.short}, Task{number} ({task.title})"
 
 
-def _imported_tasks(phases: list[_Phase], plan: ImportedPlan) -> dict[int, PlanItem]:
+def _imported_tasks(phases: list[Phase], plan: ImportedPlan) -> dict[int, PlanItem]:
     """The tasks that become tasks (keyed by id() of the parsed task), in file order."""
     result: dict[int, PlanItem] = {}
     for phase in phases:
@@ -427,7 +354,7 @@ def _imported_tasks(phases: list[_Phase], plan: ImportedPlan) -> dict[int, PlanI
     return result
 
 
-def _left_out_reason(task: _Task) -> str | None:
+def _left_out_reason(task: TrackTask) -> str | None:
     if task.mark in "xX":
         return "done in the plan ([x])"
     if task.mark == "-":
@@ -437,179 +364,7 @@ def _left_out_reason(task: _Task) -> str | None:
     return None
 
 
-def _dependencies(
-    phases: list[_Phase], imported: Mapping[int, PlanItem], source: str
-) -> dict[str, list[str]]:
-    """item id -> the item ids it waits for. Waiting for a whole phase becomes waiting for
-    its last tasks, so the dispatcher's critical path sees the real chain."""
-    phase_deps = {
-        phase.ident: _phase_dependencies(phase, index, phases, source)
-        for index, phase in enumerate(phases)
-    }
-    _check_phase_cycle(phases, phase_deps, source)
-    kept = {item.item for item in imported.values()}
-    own: dict[str, list[str]] = {}  # item -> tasks it waits for, as written (or chained)
-    whole: dict[str, list[str]] = {}  # item -> phases it waits for as a whole
-    for phase in phases:
-        previous: str | None = None
-        for task in phase.tasks:
-            item = imported.get(id(task))
-            if item is None:
-                continue
-            deps = [previous] if phase.execution == "sequential" and previous else []
-            whole[item.item] = []
-            for ref in task.depends or []:
-                kind, target = _resolve(ref, item.label, phase, phases, source)
-                if kind == "task":
-                    deps.append(target)
-                elif target == phase.ident:
-                    raise PlanError(
-                        source,
-                        ref.line,
-                        f"{item.label} waits for its own phase, so it could never start.",
-                        hint=REF_HINT,
-                    )
-                else:
-                    whole[item.item].append(target)
-            # Waiting for a task that is done (or left out) is waiting for nothing.
-            own[item.item] = [dep for dep in dict.fromkeys(deps) if dep in kept]
-            previous = item.item
-    exits = _phase_exits(phases, phase_deps, own, imported)
-    result: dict[str, list[str]] = {}
-    for phase in phases:
-        members = [imported[id(task)].item for task in phase.tasks if id(task) in imported]
-        for item_id in members:
-            deps = list(own[item_id])
-            if not any(dep in members for dep in deps):  # the phase's first tasks
-                for before in phase_deps[phase.ident]:
-                    deps.extend(exits[before])
-            for wanted in whole[item_id]:
-                deps.extend(exits[wanted])
-            result[item_id] = list(dict.fromkeys(deps))
-    return result
-
-
-def _phase_dependencies(phase: _Phase, index: int, phases: list[_Phase], source: str) -> list[str]:
-    if phase.depends is None:
-        return [phases[index - 1].ident] if index > 0 else []
-    result = []
-    for ref in phase.depends:
-        found = re.fullmatch(r"phase(\d+(?:\.\d+)*)", ref.token, re.IGNORECASE)
-        target = next((p for p in phases if found and p.ident == f"phase{found.group(1)}"), None)
-        if target is None:
-            known = ", ".join(p.ident for p in phases)
-            raise PlanError(
-                source,
-                ref.line,
-                f"{phase.short} depends on {ref.token!r}, which is not a phase of this plan "
-                f"(it has {known}).",
-                hint=REF_HINT,
-            )
-        if target is phase:
-            raise PlanError(source, ref.line, f"{phase.short} depends on itself.", hint=REF_HINT)
-        result.append(target.ident)
-    return list(dict.fromkeys(result))
-
-
-def _check_phase_cycle(
-    phases: list[_Phase], phase_deps: Mapping[str, list[str]], source: str
-) -> None:
-    cycle = find_cycle(phase_deps)
-    if cycle:
-        by_id = {phase.ident: phase for phase in phases}
-        names = " -> ".join(by_id[ident].heading for ident in cycle)
-        raise PlanError(
-            source,
-            by_id[cycle[0]].line,
-            f"these phases wait for each other in a circle: {names}.",
-            hint="Remove one of their `<!-- depends: ... -->` annotations.",
-        )
-
-
-def _phase_exits(
-    phases: list[_Phase],
-    phase_deps: Mapping[str, list[str]],
-    own: Mapping[str, list[str]],
-    imported: Mapping[int, PlanItem],
-) -> dict[str, list[str]]:
-    """Per phase, what waiting for the whole phase means: its imported tasks that no other
-    task of the phase waits for; for a phase with none left (all done), what it waited for."""
-    exits: dict[str, list[str]] = {}
-    for phase in phases:  # a phase's own dependencies can come later in the file
-        _exit_of(phase.ident, phases, phase_deps, own, imported, exits)
-    return exits
-
-
-def _exit_of(
-    ident: str,
-    phases: list[_Phase],
-    phase_deps: Mapping[str, list[str]],
-    own: Mapping[str, list[str]],
-    imported: Mapping[int, PlanItem],
-    exits: dict[str, list[str]],
-) -> list[str]:
-    if ident in exits:
-        return exits[ident]
-    exits[ident] = []  # phase cycles were refused before; this only guards the recursion
-    phase = next(p for p in phases if p.ident == ident)
-    members = [imported[id(task)].item for task in phase.tasks if id(task) in imported]
-    if members:
-        waited = {dep for member in members for dep in own.get(member, [])}
-        result = [member for member in members if member not in waited]
-    else:
-        result = []
-        for before in phase_deps[ident]:
-            result.extend(_exit_of(before, phases, phase_deps, own, imported, exits))
-    exits[ident] = list(dict.fromkeys(result))
-    return exits[ident]
-
-
-def _resolve(
-    ref: _Ref, who: str, phase: _Phase, phases: list[_Phase], source: str
-) -> tuple[str, str]:
-    """``("task", item id)`` or ``("phase", phase id)`` for one ``depends`` token of ``who``."""
-    token = ref.token.lower().replace("_", "").replace("-", "")
-    found = re.fullmatch(r"phase(\d+(?:\.\d+)*)", token)
-    if found and any(p.ident == token for p in phases):
-        return "phase", token
-    pair = re.fullmatch(r"phase(\d+(?:\.\d+)*)(?:[/:.]|/?task)(?:task)?(\d+(?:\.\d+)*)", token)
-    if pair:
-        target = next((p for p in phases if p.ident == f"phase{pair.group(1)}"), None)
-        task = _task_in(target, pair.group(2)) if target else None
-        if target and task:
-            return "task", f"{target.ident}/{task.ident}"
-        raise _unknown(ref, who, source, f"{ref.token!r}, which names no task of this plan")
-    if found:
-        raise _unknown(ref, who, source, f"{ref.token!r}, which is not a phase of this plan")
-    found = re.fullmatch(r"(?:task)?(\d+(?:\.\d+)*)", token)
-    if not found:
-        raise _unknown(ref, who, source, f"{ref.token!r}, which is not a task or a phase")
-    number = found.group(1)
-    task = _task_in(phase, number)
-    if task is not None:
-        return "task", f"{phase.ident}/{task.ident}"
-    # "task2.1" in a plan that numbers tasks across phases: accept it when only one phase has it.
-    elsewhere = [(p, t) for p in phases if p is not phase for t in [_task_in(p, number)] if t]
-    if len(elsewhere) == 1:
-        other, task = elsewhere[0]
-        return "task", f"{other.ident}/{task.ident}"
-    numbers = ", ".join(t.ident for t in phase.tasks)
-    raise _unknown(
-        ref, who, source, f"{ref.token!r}, which is not a task of {phase.short} (it has {numbers})"
-    )
-
-
-def _task_in(phase: _Phase | None, number: str) -> _Task | None:
-    if phase is None:
-        return None
-    return next((t for t in phase.tasks if t.ident == f"task{number}"), None)
-
-
-def _unknown(ref: _Ref, who: str, source: str, what: str) -> PlanError:
-    return PlanError(source, ref.line, f"{who} depends on {what}.", hint=REF_HINT)
-
-
-def _files(task: _Task, warnings: list[str]) -> list[str]:
+def _files(task: TrackTask, warnings: list[str]) -> list[str]:
     """The task's paths, confined like a model's; a dropped one is a warning with its line."""
     kept: list[str] = []
     for line in dict.fromkeys(ref.line for ref in task.files):
@@ -622,7 +377,7 @@ def _files(task: _Task, warnings: list[str]) -> list[str]:
 
 
 def _track_epic(
-    track: _Track,
+    track: Track,
     meta: Mapping[str, Any],
     track_id: str | None,
     source: str,
@@ -658,7 +413,7 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _phase_epic(phase: _Phase, epic: PlanItem, priority: int | None) -> PlanItem:
+def _phase_epic(phase: Phase, epic: PlanItem, priority: int | None) -> PlanItem:
     how = (
         "its tasks run side by side (parallel)"
         if phase.execution == "parallel"
@@ -678,7 +433,7 @@ def _phase_epic(phase: _Phase, epic: PlanItem, priority: int | None) -> PlanItem
     )
 
 
-def _task_description(task: _Task, phase: _Phase, track_title: str, spec: str | None) -> str:
+def _task_description(task: TrackTask, phase: Phase, track_title: str, spec: str | None) -> str:
     body = textwrap.dedent("\n".join(task.body)).strip("\n")
     lines = [body, ""] if body else []
     lines.append(f"Part of {phase.heading} of {track_title!r} ({phase.execution}).")

@@ -59,6 +59,16 @@ def locate(path: Path, repo: Path) -> Path:
         for name in (*PLAN_NAMES, *YAML_NAMES):
             if (candidate / name).is_file():
                 return candidate / name
+        tracks = sorted(plan.parent.name for plan in candidate.glob("*/plan.md"))
+        if tracks:
+            shown = ", ".join(tracks[:5]) + (", ..." if len(tracks) > 5 else "")
+            raise PlanError(
+                str(path),
+                None,
+                f"holds tracks ({shown}), not one track's plan.",
+                hint="Import one track at a time, e.g. `localdispatch import "
+                f"{(path / tracks[0]).as_posix()}`.",
+            )
         raise PlanError(
             str(path),
             None,
