@@ -136,6 +136,15 @@ def test_task_dispatcher_yaml_and_the_plan_estimates(repo: Path) -> None:
     assert first_wave[ids["task/T1"]] == 14400
     assert "the plan's own estimates" in as_data["estimate"]
 
+    # Once workers have finished attempts here, what they really take wins over effort hours.
+    events = repo / ".dispatch" / "events.jsonl"
+    finished = {"event": "finish", "task": plain, "commits": 1, "secs": 90.0}
+    events.write_text(json.dumps(finished) + "\n", encoding="utf-8")
+    later = run_script("dispatch_workers.py", "--plan", "--workers", "2", cwd=repo)
+    assert "median of 1 finished attempts" in later.stdout
+    assert "history wins over the plan's estimates" in later.stdout
+    assert "from the plan" not in later.stdout
+
 
 def test_bad_files_name_the_line_and_leave_the_store_alone(repo: Path) -> None:
     add_task(repo, "Already here")

@@ -101,6 +101,11 @@ class Layout:
         return self.logs / "merges" / f"{task_id}-test.log"
 
     @property
+    def import_lock(self) -> Path:
+        """Held while a plan is imported, so two imports of one file cannot both add it."""
+        return self.locks / "import.lock"
+
+    @property
     def checkout_journal(self) -> Path:
         """The journal of an update of the user's checkout (see checkout_journal.py)."""
         return self.state / "checkout_update.json"

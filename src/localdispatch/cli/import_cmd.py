@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         ensure_state_ignored(layout)
         # Finding what is already imported and adding the rest is one step: two imports of
         # the same file at once must not both add it.
-        with StateLock(layout.locks / "import.lock", what="plan imports").hold():
+        with StateLock(layout.import_lock, what="plan imports").hold():
             result = import_plan(store, plan, parent_id=args.parent)
     if args.json:
         common.emit_json(result.to_dict())

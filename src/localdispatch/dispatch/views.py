@@ -121,12 +121,15 @@ def estimate_secs(layout: Layout) -> tuple[float, str]:
 def plan_snapshot(layout: Layout, tasks: list[Task], slots: int) -> tuple[WavePlan, EstimateBasis]:
     """The --plan simulation for the current tasks; returns the plan and the estimates used.
 
-    A task's own ``estimate_secs`` (from an imported plan) comes first; every other task is
-    estimated from history (see :func:`estimate_secs`). The basis says which is which.
+    Before there is history, a task's own ``estimate_secs`` (from an imported plan) is used
+    where it has one and the default elsewhere; once workers have finished attempts here,
+    their median is what this machine and model really take, and it wins (a plan's effort
+    hours are a person's hours). The basis says which is which.
     """
     history, history_basis = estimate_secs(layout)
     work = [task for task in tasks if task.status in ACTIVE and task.kind != "epic"]
-    own = {task.id: task.estimate_secs for task in work if task.estimate_secs is not None}
+    planned = {task.id: task.estimate_secs for task in work if task.estimate_secs is not None}
+    own = planned if NO_HISTORY in history_basis else {}
     index = {task.id: task for task in tasks}
 
     def estimate(task: Task) -> float:
@@ -143,6 +146,8 @@ def plan_snapshot(layout: Layout, tasks: list[Task], slots: int) -> tuple[WavePl
     plan = plan_waves(tasks, slots, estimate, running)
     fallback = f"the default, {NO_HISTORY}" if NO_HISTORY in history_basis else "from history"
     if not own:
+        if planned:  # history exists: say the plan's own estimates were set aside
+            history_basis += f" (history wins over the plan's estimates for {len(planned)} tasks)"
         return plan, EstimateBasis(history_basis, own, fallback)
     shown = ", ".join(sorted(own, key=_id_order)[:8]) + (" ..." if len(own) > 8 else "")
     others = len(work) - len(own)
