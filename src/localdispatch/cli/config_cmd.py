@@ -118,7 +118,7 @@ def _check(args: argparse.Namespace) -> int:
         f"backend: {config.worker_backend}"
     )
     common.write(f"  task store:  {layout.task_queue}")
-    common.write(f"  worktrees:   {layout.worktrees}")
+    common.write(f"  slots:       {layout.worktrees}")
     for line in _origin_lines(config, settings):
         common.write(line)
     if problem is not None:
